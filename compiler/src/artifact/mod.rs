@@ -1,0 +1,99 @@
+//! The map-image artifact: what `policyc compile` writes and the node runtime applies.
+//!
+//! An artifact is the complete desired content of the datapath maps for a cluster
+//! snapshot, plus what observability needs to explain it (identity labels, rule
+//! provenance). Its byte encoding is deterministic: every list is kept sorted, and no
+//! timestamp, path or host detail enters it, so the same input gives the same bytes on
+//! any machine. The layout is documented in docs/artifact-format.md.
+
+mod codec;
+#[cfg(test)]
+mod tests;
+
+use std::net::IpAddr;
+
+use datapath::{IpcacheKey, IpcacheValue, PolicyKey, PolicyValue};
+
+pub use codec::{ArtifactError, FORMAT_VERSION, MAGIC};
+
+/// A decoded artifact. Lists are sorted as documented on each field; [`Artifact::encode`]
+/// sorts them again, so constructing one in any order still encodes deterministically.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Artifact {
+    /// SHA-256 over the compiler's inputs, for `status` and `diff` to name what was built.
+    pub source_digest: [u8; 32],
+    /// Every identity the tables mention, by number.
+    pub identities: Vec<IdentityRecord>,
+    /// Every endpoint (pod) of the snapshot, by name.
+    pub endpoints: Vec<EndpointRecord>,
+    /// The address -> identity table, by key.
+    pub ipcache: Vec<(IpcacheKey, IpcacheValue)>,
+    /// The policy table, by key.
+    pub policy: Vec<(PolicyKey, PolicyValue)>,
+    /// Rule provenance, by cookie. Policy values refer to rules by cookie.
+    pub rules: Vec<RuleRecord>,
+}
+
+/// A security identity and the labels it stands for.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct IdentityRecord {
+    pub id: u32,
+    /// `key=value` label pairs, sorted by key.
+    pub labels: Vec<(String, String)>,
+}
+
+/// An endpoint the node runtime can bind to an interface.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EndpointRecord {
+    /// `namespace/pod`.
+    pub name: String,
+    /// Scopes conntrack entries in the datapath; unique in the artifact.
+    pub endpoint_id: u32,
+    pub identity: u32,
+    /// Policy table for traffic to the endpoint; 0 when ingress is not enforced.
+    pub ingress_table: u32,
+    /// Policy table for traffic from the endpoint; 0 when egress is not enforced.
+    pub egress_table: u32,
+    /// The endpoint's addresses, sorted.
+    pub addresses: Vec<IpAddr>,
+}
+
+/// Where a policy value came from.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RuleRecord {
+    /// The number policy values carry. Cookie 0 is never used.
+    pub cookie: u32,
+    /// `kind namespace/name` of the policy, or a built-in default's name.
+    pub policy: String,
+    /// Human description of the rule, e.g. `ingress[0]`.
+    pub rule: String,
+    /// `file:line:col` of the rule in the source.
+    pub location: String,
+}
+
+impl Artifact {
+    /// The endpoint named `namespace/pod`.
+    pub fn endpoint(&self, name: &str) -> Option<&EndpointRecord> {
+        self.endpoints.iter().find(|e| e.name == name)
+    }
+
+    /// The rule with this cookie.
+    pub fn rule(&self, cookie: u32) -> Option<&RuleRecord> {
+        self.rules.iter().find(|r| r.cookie == cookie)
+    }
+
+    /// Sorts every list into its canonical order.
+    pub fn normalize(&mut self) {
+        self.identities.sort();
+        for identity in &mut self.identities {
+            identity.labels.sort();
+        }
+        self.endpoints.sort_by(|a, b| a.name.cmp(&b.name));
+        for endpoint in &mut self.endpoints {
+            endpoint.addresses.sort();
+        }
+        self.ipcache.sort();
+        self.policy.sort();
+        self.rules.sort();
+    }
+}

@@ -1,0 +1,127 @@
+//! Security identities: one number per distinct set of identity-relevant labels.
+//!
+//! A pod's identity labels are its own labels minus well-known noise, plus its
+//! namespace (`io.kubernetes.pod.namespace`) and its namespace's labels under
+//! `io.cilium.k8s.namespace.labels.`, the same shape Cilium uses so that selectors
+//! written for it read the same here. Numbers are allocated in the order of the sorted
+//! label sets, so the same inventory always gets the same numbers.
+
+use std::collections::BTreeMap;
+
+use policy_lang::ast::Labels;
+
+/// Reserved identities, as Cilium numbers them.
+pub mod reserved {
+    pub const ANY: u32 = 0;
+    pub const HOST: u32 = 1;
+    pub const WORLD: u32 = 2;
+}
+
+/// First number of cluster-local (pod) identities.
+pub const FIRST_POD_IDENTITY: u32 = 256;
+/// CIDR identities have the top byte 0x01; the first is 0x0100_0001.
+pub const FIRST_CIDR_IDENTITY: u32 = 0x0100_0001;
+
+pub const NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
+pub const NAMESPACE_LABELS_PREFIX: &str = "io.cilium.k8s.namespace.labels.";
+
+/// Label keys that change per pod or per rollout and would split one workload into many
+/// identities without ever being useful in a policy.
+const NOISE_LABELS: &[&str] = &[
+    "pod-template-hash",
+    "controller-revision-hash",
+    "pod-template-generation",
+    "statefulset.kubernetes.io/pod-name",
+    "apps.kubernetes.io/pod-index",
+    "batch.kubernetes.io/controller-uid",
+    "batch.kubernetes.io/job-name",
+    "controller-uid",
+    "job-name",
+];
+
+/// Whether a pod label counts for identity.
+pub fn is_identity_label(key: &str) -> bool {
+    if NOISE_LABELS.contains(&key) {
+        return false;
+    }
+    // Keys under kubernetes.io and k8s.io are set by the platform (topology, node
+    // roles...), not by the application.
+    match key.split_once('/') {
+        Some((prefix, _)) => {
+            !(prefix == "kubernetes.io"
+                || prefix.ends_with(".kubernetes.io")
+                || prefix == "k8s.io"
+                || prefix.ends_with(".k8s.io"))
+        }
+        None => true,
+    }
+}
+
+/// The identity labels of a pod.
+pub fn pod_identity_labels(pod_labels: &Labels, namespace: &str, ns_labels: &Labels) -> Labels {
+    let mut out: Labels =
+        pod_labels.iter().filter(|(k, _)| is_identity_label(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+    out.insert(NAMESPACE_LABEL.to_owned(), namespace.to_owned());
+    for (k, v) in ns_labels {
+        out.insert(format!("{NAMESPACE_LABELS_PREFIX}{k}"), v.clone());
+    }
+    out
+}
+
+/// Allocates numbers to label sets.
+#[derive(Debug, Default)]
+pub struct Allocator {
+    by_labels: BTreeMap<Labels, u32>,
+}
+
+impl Allocator {
+    /// Numbers every distinct label set, in sorted order, from [`FIRST_POD_IDENTITY`].
+    pub fn allocate<'a>(label_sets: impl IntoIterator<Item = &'a Labels>) -> Allocator {
+        let mut by_labels: BTreeMap<Labels, u32> =
+            label_sets.into_iter().map(|l| (l.clone(), 0)).collect();
+        for (n, id) in by_labels.values_mut().enumerate() {
+            *id = FIRST_POD_IDENTITY + n as u32;
+        }
+        Allocator { by_labels }
+    }
+
+    pub fn get(&self, labels: &Labels) -> Option<u32> {
+        self.by_labels.get(labels).copied()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&Labels, u32)> {
+        self.by_labels.iter().map(|(l, id)| (l, *id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn noise_labels_do_not_split_identities() {
+        let ns = labels(&[("team", "a")]);
+        let a = pod_identity_labels(&labels(&[("app", "web"), ("pod-template-hash", "1")]), "x", &ns);
+        let b = pod_identity_labels(&labels(&[("app", "web"), ("pod-template-hash", "2")]), "x", &ns);
+        assert_eq!(a, b);
+        assert_eq!(a.get(NAMESPACE_LABEL).map(String::as_str), Some("x"));
+        assert_eq!(a.get("io.cilium.k8s.namespace.labels.team").map(String::as_str), Some("a"));
+        assert!(!is_identity_label("topology.kubernetes.io/zone"));
+        assert!(is_identity_label("example.com/tier"));
+    }
+
+    #[test]
+    fn allocation_is_independent_of_input_order() {
+        let sets = [labels(&[("a", "1")]), labels(&[("b", "2")]), labels(&[("c", "3")])];
+        let forward = Allocator::allocate(sets.iter());
+        let backward = Allocator::allocate(sets.iter().rev());
+        for set in &sets {
+            assert_eq!(forward.get(set), backward.get(set));
+        }
+        assert_eq!(forward.get(&sets[0]), Some(FIRST_POD_IDENTITY));
+    }
+}

@@ -1,0 +1,16 @@
+//! The policyc compiler: lowers parsed policies to an IR, allocates security
+//! identities, solves the policies against the cluster inventory into datapath tables,
+//! and encodes them as a deterministic map-image [`artifact::Artifact`].
+//!
+//! This crate does no I/O and never touches the kernel: it turns values into values.
+//! Inputs come from `policy-lang`; the artifact bytes go wherever the caller writes them.
+
+pub mod artifact;
+mod codes;
+pub mod identity;
+pub mod render;
+pub mod simulate;
+mod solve;
+pub mod tables;
+
+pub use solve::{Compilation, MAX_EXPANDED_RANGE, Stats, compile};

@@ -1,0 +1,53 @@
+//! The registry of diagnostic codes. Codes are stable: a code is never reused for
+//! another meaning, and a retired code stays listed. Every code here has an entry in
+//! docs/diagnostics.md, which a test enforces.
+
+use crate::Severity;
+
+/// A registered diagnostic code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Code {
+    pub code: &'static str,
+    pub severity: Severity,
+    /// One line: what the code is about.
+    pub title: &'static str,
+}
+
+macro_rules! codes {
+    ($($name:ident = $code:literal, $sev:ident, $title:literal;)*) => {
+        $(
+            #[doc = $title]
+            pub const $name: Code = Code { code: $code, severity: Severity::$sev, title: $title };
+        )*
+        /// Every registered code, in code order.
+        pub const ALL: &[Code] = &[$($name),*];
+    };
+}
+
+codes! {
+    YAML_SYNTAX = "PL0001", Error, "the file is not valid YAML or JSON";
+    NOT_UTF8 = "PL0002", Error, "the file is not UTF-8 text";
+    NOT_AN_OBJECT = "PL0003", Error, "a document is not a Kubernetes object (a mapping)";
+    MISSING_TYPE_META = "PL0004", Error, "a document lacks apiVersion or kind";
+    UNKNOWN_FIELD = "PL0005", Error, "a field the object's schema does not have";
+    WRONG_TYPE = "PL0006", Error, "a field has the wrong type";
+    MISSING_FIELD = "PL0007", Error, "a required field is missing";
+    INVALID_NAME = "PL0008", Error, "an object name or namespace is not a valid DNS label";
+    INVALID_LABEL_KEY = "PL0009", Error, "a label key is not valid";
+    INVALID_LABEL_VALUE = "PL0010", Error, "a label value is not valid";
+    INVALID_SELECTOR = "PL0011", Error, "a label selector expression is not valid";
+    INVALID_PROTOCOL = "PL0012", Error, "a protocol is not TCP, UDP or SCTP";
+    INVALID_PORT = "PL0013", Error, "a port number or port name is not valid";
+    INVALID_END_PORT = "PL0014", Error, "endPort is not valid for its port";
+    INVALID_POLICY_TYPE = "PL0015", Error, "a policyTypes entry is not Ingress or Egress";
+    INVALID_IP = "PL0016", Error, "an IP address is not valid";
+    INVALID_CIDR = "PL0017", Error, "a CIDR is not valid";
+    EXCEPT_OUTSIDE_CIDR = "PL0018", Error, "an ipBlock except entry is not inside its cidr";
+    DUPLICATE_OBJECT = "PL0019", Error, "two objects of one kind share a namespace and name";
+    EMPTY_PEER = "PL0020", Error, "a peer has no selector and no ipBlock";
+    EXCLUSIVE_FIELDS = "PL0021", Error, "fields that exclude each other are both set";
+    UNKNOWN_NAMESPACE = "PL0022", Warning, "an object refers to a namespace the inventory lacks";
+    RANGE_TOO_WIDE = "PL0023", Error, "a port range is wider than the compiler expands";
+    SKIPPED_KIND = "PL0100", Note, "an object kind that does not affect policy is skipped";
+    UNSUPPORTED_API = "PL0101", Error, "an apiVersion of a policy kind that is not supported";
+}

@@ -1,0 +1,28 @@
+//! policyc's front end: reads Kubernetes manifests (YAML or JSON, many documents per
+//! file) and turns them into a typed, spanned model of the cluster and its network
+//! policies.
+//!
+//! The pipeline inside this crate is:
+//! 1. [`yaml`]: text to a generic tree in which every node knows its exact source span;
+//! 2. [`manifest`]: documents (and `List` wrappers) dispatched by `apiVersion`/`kind`;
+//! 3. per-kind decoders ([`netpol`], [`inventory`]) that validate by the Kubernetes API
+//!    rules and build the [`ast`].
+//!
+//! A mistake in a user's manifest is a [`Diagnostic`] with a stable code and a span, and
+//! decoding keeps going so one run reports every problem. `Result` is kept for I/O.
+//! This crate knows nothing about identities, tables or maps.
+
+pub mod ast;
+pub mod codes;
+pub mod diagnostic;
+mod inventory;
+pub mod manifest;
+mod netpol;
+mod reader;
+pub mod selector;
+pub mod source;
+pub mod yaml;
+
+pub use diagnostic::{Diagnostic, Severity};
+pub use manifest::{Bundle, load_sources};
+pub use source::{FileId, SourceFile, Sources, Span};

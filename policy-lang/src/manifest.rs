@@ -1,0 +1,228 @@
+//! Reading inputs and dispatching documents by `apiVersion` and `kind`.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::ast::{Namespace, NetworkPolicy, Pod};
+use crate::codes;
+use crate::diagnostic::{Diagnostic, Severity};
+use crate::reader::Reader;
+use crate::source::{FileId, Sources};
+use crate::yaml::{Node, NodeKind, parse_documents};
+use crate::{inventory, netpol};
+
+/// Everything read from the inputs: the inventory, the policies and the diagnostics.
+#[derive(Debug, Default)]
+pub struct Bundle {
+    pub namespaces: Vec<Namespace>,
+    pub pods: Vec<Pod>,
+    pub network_policies: Vec<NetworkPolicy>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Bundle {
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(|d| d.severity() == Severity::Error)
+    }
+}
+
+/// Reads the given files and directories (recursively: `*.yaml`, `*.yml`, `*.json`, in
+/// path order so that the result does not depend on the file system's listing order).
+/// `-` reads standard input. Non-UTF-8 files are reported, not fatal.
+pub fn read_inputs(paths: &[PathBuf]) -> io::Result<(Sources, Vec<Diagnostic>)> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.as_os_str() == "-" {
+            files.push(path.clone());
+        } else if path.is_dir() {
+            collect_dir(path, &mut files)?;
+        } else {
+            files.push(path.clone());
+        }
+    }
+    let mut sources = Sources::default();
+    let mut diagnostics = Vec::new();
+    for path in files {
+        let bytes = if path.as_os_str() == "-" {
+            let mut buf = Vec::new();
+            io::Read::read_to_end(&mut io::stdin(), &mut buf)?;
+            buf
+        } else {
+            std::fs::read(&path).map_err(|e| {
+                io::Error::new(e.kind(), format!("reading {}: {e}", path.display()))
+            })?
+        };
+        let name = if path.as_os_str() == "-" { "<stdin>".into() } else { path.display().to_string() };
+        match String::from_utf8(bytes) {
+            Ok(text) => {
+                sources.add(name, text);
+            }
+            Err(e) => {
+                let valid = e.utf8_error().valid_up_to();
+                let text = String::from_utf8_lossy(&e.into_bytes()[..valid]).into_owned();
+                let line = text.matches('\n').count() as u32 + 1;
+                let col = text.rsplit('\n').next().map_or(0, |l| l.chars().count()) as u32 + 1;
+                let file = sources.add_unreadable(name, text);
+                diagnostics.push(
+                    Diagnostic::new(codes::NOT_UTF8, "the file is not UTF-8")
+                        .at(crate::Span { file, line, col, len: 1 }, "invalid byte here")
+                        .help("save the file as UTF-8; the file was not read"),
+                );
+            }
+        }
+    }
+    Ok((sources, diagnostics))
+}
+
+fn collect_dir(dir: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| io::Error::new(e.kind(), format!("reading directory {}: {e}", dir.display())))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<io::Result<_>>()?;
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            collect_dir(&path, out)?;
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml" | "json")
+        ) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Parses and decodes every file of `sources`, except those [`read_inputs`] already
+/// reported as unreadable.
+pub fn load_sources(sources: &Sources) -> Bundle {
+    let _span = tracing::info_span!("parse").entered();
+    let mut bundle = Bundle::default();
+    for (id, file) in sources.iter().filter(|(_, f)| !f.unreadable) {
+        match parse_documents(&file.text, id) {
+            Ok(docs) => {
+                for doc in &docs {
+                    decode_object(doc, id, &mut bundle);
+                }
+            }
+            Err(diag) => bundle.diagnostics.push(diag),
+        }
+    }
+    check_duplicates(&mut bundle);
+    tracing::debug!(
+        namespaces = bundle.namespaces.len(),
+        pods = bundle.pods.len(),
+        policies = bundle.network_policies.len(),
+        diagnostics = bundle.diagnostics.len(),
+        "parsed inputs"
+    );
+    bundle
+}
+
+fn decode_object(doc: &Node, file: FileId, bundle: &mut Bundle) {
+    let mut r = Reader { diags: &mut bundle.diagnostics };
+    if doc.kind == NodeKind::Null {
+        return;
+    }
+    if !matches!(doc.kind, NodeKind::Map(_)) {
+        r.push(
+            Diagnostic::new(
+                codes::NOT_AN_OBJECT,
+                format!("a document is {}, not a Kubernetes object", doc.kind.describe()),
+            )
+            .at(doc.span, "expected a mapping with apiVersion and kind"),
+        );
+        return;
+    }
+    let api_version = doc.get("apiVersion").and_then(|n| r.string(n, "apiVersion"));
+    let kind = doc.get("kind").and_then(|n| r.string(n, "kind"));
+    let (Some(api_version), Some(kind)) = (api_version, kind) else {
+        r.push(
+            Diagnostic::new(codes::MISSING_TYPE_META, "an object lacks apiVersion or kind")
+                .at(doc.span, "this object")
+                .help("every manifest needs `apiVersion:` and `kind:`"),
+        );
+        return;
+    };
+    let group = api_version.value.rsplit_once('/').map_or("", |(g, _)| g);
+    match (group, kind.value.as_str()) {
+        (_, "List" | "NamespaceList" | "PodList" | "NetworkPolicyList") => {
+            if let Some(items) = doc.get("items") {
+                for item in r.list(items, "items").to_vec() {
+                    decode_object(&item, file, bundle);
+                }
+            }
+        }
+        ("", "Namespace") => {
+            if let Some(f) = r.fields(doc, "Namespace", &OBJECT_FIELDS) {
+                if let Some(ns) = inventory::namespace(&mut r, &f) {
+                    bundle.namespaces.push(ns);
+                }
+            }
+        }
+        ("", "Pod") => {
+            if let Some(f) = r.fields(doc, "Pod", &OBJECT_FIELDS) {
+                if let Some(pod) = inventory::pod(&mut r, &f) {
+                    bundle.pods.push(pod);
+                }
+            }
+        }
+        ("networking.k8s.io", "NetworkPolicy") if api_version.value == "networking.k8s.io/v1" => {
+            if let Some(f) = r.fields(doc, "NetworkPolicy", &OBJECT_FIELDS) {
+                if let Some(np) = netpol::network_policy(&mut r, &f) {
+                    bundle.network_policies.push(np);
+                }
+            }
+        }
+        ("networking.k8s.io", "NetworkPolicy") => r.push(
+            Diagnostic::new(
+                codes::UNSUPPORTED_API,
+                format!("NetworkPolicy apiVersion `{}` is not supported", api_version.value),
+            )
+            .at(api_version.span, "unsupported version")
+            .help("use `apiVersion: networking.k8s.io/v1`"),
+        ),
+        _ => r.push(
+            Diagnostic::new(
+                codes::SKIPPED_KIND,
+                format!("{} {} does not affect network policy and is skipped", api_version.value, kind.value),
+            )
+            .at(kind.span, "skipped"),
+        ),
+    }
+}
+
+const OBJECT_FIELDS: [&str; 5] = ["apiVersion", "kind", "metadata", "spec", "status"];
+
+/// Two objects of one kind with the same namespace and name: a kubectl apply would
+/// keep only one of them, so which one we compile would be a guess.
+fn check_duplicates(bundle: &mut Bundle) {
+    let mut seen: BTreeMap<(&str, String, String), crate::Span> = BTreeMap::new();
+    let mut found = Vec::new();
+    let metas = bundle
+        .namespaces
+        .iter()
+        .map(|o| ("Namespace", &o.meta))
+        .chain(bundle.pods.iter().map(|o| ("Pod", &o.meta)))
+        .chain(bundle.network_policies.iter().map(|o| ("NetworkPolicy", &o.meta)));
+    for (kind, meta) in metas {
+        let key = (kind, meta.namespace.clone(), meta.name.value.clone());
+        if let Some(first) = seen.get(&key) {
+            found.push(
+                Diagnostic::new(
+                    codes::DUPLICATE_OBJECT,
+                    format!("{kind} {}/{} is defined twice", meta.namespace, meta.name.value),
+                )
+                .at(meta.name.span, "second definition")
+                .help(format!(
+                    "the first is at line {} of its file; rename or remove one of them",
+                    first.line
+                )),
+            );
+        } else {
+            seen.insert(key, meta.name.span);
+        }
+    }
+    bundle.diagnostics.extend(found);
+}

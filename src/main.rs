@@ -1,0 +1,156 @@
+//! `policyc`: compile Kubernetes network policies into datapath map images.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use compiler::artifact::Artifact;
+use policy_lang::{Severity, Sources};
+
+#[derive(Parser)]
+#[command(name = "policyc", version, about = "Compile Kubernetes network policies into eBPF map images")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Compile manifests (files, directories, `-` for stdin) into an artifact.
+    Compile {
+        /// Manifest files or directories: Namespaces, Pods and NetworkPolicies.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Where to write the artifact.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Print entries per table.
+        #[arg(long)]
+        stats: bool,
+    },
+    /// Check manifests and report every problem, without writing anything.
+    Lint {
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Fail (exit 1) on warnings too.
+        #[arg(long)]
+        deny_warnings: bool,
+    },
+    /// Print the content of an artifact.
+    Inspect {
+        artifact: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("POLICYC_LOG"))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Compile { inputs, output, stats } => compile(&inputs, &output, stats),
+        Command::Lint { inputs, deny_warnings } => lint(&inputs, deny_warnings),
+        Command::Inspect { artifact } => inspect(&artifact),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            let _ = writeln!(std::io::stderr(), "error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Reads and parses inputs; prints diagnostics to stderr; returns counts of errors and
+/// warnings with the sources and bundle.
+fn front_end(
+    inputs: &[PathBuf],
+) -> anyhow::Result<(Sources, policy_lang::Bundle)> {
+    let (sources, read_diags) = policy_lang::manifest::read_inputs(inputs).context("reading inputs")?;
+    let mut bundle = policy_lang::load_sources(&sources);
+    bundle.diagnostics.splice(0..0, read_diags);
+    Ok((sources, bundle))
+}
+
+fn report(sources: &Sources, diagnostics: &[policy_lang::Diagnostic]) -> (usize, usize) {
+    let mut stderr = std::io::stderr().lock();
+    let (mut errors, mut warnings) = (0, 0);
+    for diag in diagnostics {
+        match diag.severity() {
+            Severity::Error => errors += 1,
+            Severity::Warning => warnings += 1,
+            Severity::Note => {}
+        }
+        let _ = writeln!(stderr, "{}", diag.render(sources));
+    }
+    (errors, warnings)
+}
+
+fn compile(inputs: &[PathBuf], output: &PathBuf, stats: bool) -> anyhow::Result<ExitCode> {
+    let (sources, bundle) = front_end(inputs)?;
+    let compilation = compiler::compile(&sources, &bundle);
+    let mut diagnostics = bundle.diagnostics.clone();
+    diagnostics.extend(compilation.diagnostics.iter().cloned());
+    let (errors, warnings) = report(&sources, &diagnostics);
+    if errors > 0 {
+        let _ = writeln!(std::io::stderr(), "error: {errors} error(s), {warnings} warning(s); no artifact written");
+        return Ok(ExitCode::from(1));
+    }
+    let bytes = compilation.artifact.encode();
+    // Write beside the target and rename, so a reader never sees half an artifact.
+    let tmp = output.with_extension("tmp");
+    std::fs::write(&tmp, &bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, output).with_context(|| format!("renaming to {}", output.display()))?;
+
+    let s = &compilation.stats;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "wrote {} ({} bytes): {} endpoints, {} identities, {} policy tables, {} ipcache entries, {} policy entries",
+        output.display(),
+        bytes.len(),
+        s.endpoints,
+        s.identities,
+        s.tables,
+        s.ipcache_entries,
+        s.policy_entries
+    )?;
+    if stats {
+        let mut per_table: std::collections::BTreeMap<u32, usize> = Default::default();
+        for (key, _) in &compilation.artifact.policy {
+            *per_table.entry(key.table).or_default() += 1;
+        }
+        for (table, n) in per_table {
+            let users: Vec<&str> = compilation
+                .artifact
+                .endpoints
+                .iter()
+                .filter(|e| e.ingress_table == table || e.egress_table == table)
+                .map(|e| e.name.as_str())
+                .collect();
+            writeln!(out, "  table {table}: {n} entries, used by {}", users.join(", "))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn lint(inputs: &[PathBuf], deny_warnings: bool) -> anyhow::Result<ExitCode> {
+    let (sources, bundle) = front_end(inputs)?;
+    let compilation = compiler::compile(&sources, &bundle);
+    let mut diagnostics = bundle.diagnostics.clone();
+    diagnostics.extend(compilation.diagnostics);
+    let (errors, warnings) = report(&sources, &diagnostics);
+    let _ = writeln!(std::io::stderr(), "{errors} error(s), {warnings} warning(s)");
+    Ok(if errors > 0 || (deny_warnings && warnings > 0) { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+fn inspect(path: &PathBuf) -> anyhow::Result<ExitCode> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let artifact = Artifact::decode(&bytes).with_context(|| format!("decoding {}", path.display()))?;
+    let mut out = std::io::stdout().lock();
+    write!(out, "{}", compiler::render::render(&artifact))?;
+    Ok(ExitCode::SUCCESS)
+}
