@@ -3,7 +3,7 @@
  * Map layouts of the policyc datapath.
  *
  * This header is the only definition of what the kernel maps hold. The Rust mirrors in
- * bpf-progs/src/lib.rs are checked against the BTF of the compiled object by a unit
+ * bpf-progs/src/layout.rs are checked against the BTF of the compiled object by a unit
  * test, so a change here that is not mirrored fails `cargo test` without a kernel.
  * Every struct spells out its padding so that the compiler never inserts any, and so
  * that a zeroed key is a well-defined key.
@@ -23,6 +23,10 @@
 /* Address families as stored in keys (not AF_*: these are stable on disk). */
 #define POLICYC_FAMILY_IPV4 4
 #define POLICYC_FAMILY_IPV6 6
+
+/* Rule cookie meaning "no rule": conntrack entries opened because a direction is not
+ * enforced. The compiler numbers rules from 1. */
+#define POLICYC_RULE_NONE 0
 
 /* Verdicts stored in policy values. Zero is never stored: it means "no entry". */
 #define POLICYC_VERDICT_ALLOW 1
@@ -70,7 +74,7 @@ struct ipcache_value {
  *   (table, any,      proto, port), (table, any,      proto, *), (table, any,      *, *)
  * No entry present means drop. The compiler folds every precedence (deny over allow)
  * into the values, so the datapath never compares values; see
- * shared design notes on update ordering and ARCHITECTURE.md.
+ * ARCHITECTURE.md ("Policy lookup and update ordering").
  */
 struct policy_key {
 	__u32 table;    /* policy table number, from endpoint_info */
@@ -115,16 +119,16 @@ struct ct_value {
  * (datapath::Reason). Drops are negative. metrics is indexed by -reason for drops and
  * by the positive value for passes.
  */
-#define POLICYC_PASS_POLICY 1           /* allowed by a policy entry */
-#define POLICYC_PASS_REPLY 2            /* reply of a tracked flow */
-#define POLICYC_PASS_NOT_ENFORCED 3     /* direction not isolated for this endpoint */
-#define POLICYC_PASS_NOT_IP 4           /* ARP and other non-IP frames */
-#define POLICYC_DROP_POLICY_DENY -10    /* a deny entry decided */
-#define POLICYC_DROP_NO_POLICY -11      /* no entry matched: default deny */
-#define POLICYC_DROP_NO_ENDPOINT -12    /* interface is not bound to an endpoint */
-#define POLICYC_DROP_MALFORMED -13      /* truncated or malformed header */
-#define POLICYC_DROP_UNSUPPORTED_L3 -14 /* IP version the datapath does not enforce yet */
-#define POLICYC_DROP_FRAGMENT -15       /* IP fragment (not reassembled yet) */
+#define POLICYC_PASS_POLICY 1             /* allowed by a policy entry */
+#define POLICYC_PASS_REPLY 2              /* reply of a tracked flow */
+#define POLICYC_PASS_NOT_ENFORCED 3       /* direction not isolated for this endpoint */
+#define POLICYC_PASS_NOT_IP 4             /* ARP and other non-IP frames */
+#define POLICYC_DROP_POLICY_DENY (-10)    /* a deny entry decided */
+#define POLICYC_DROP_NO_POLICY (-11)      /* no entry matched: default deny */
+#define POLICYC_DROP_NO_ENDPOINT (-12)    /* interface is not bound to an endpoint */
+#define POLICYC_DROP_MALFORMED (-13)      /* truncated or malformed header */
+#define POLICYC_DROP_UNSUPPORTED_L3 (-14) /* IP version the datapath does not enforce yet */
+#define POLICYC_DROP_FRAGMENT (-15)       /* IP fragment (not reassembled yet) */
 
 struct metrics_value {
 	__u64 packets;

@@ -41,6 +41,8 @@ pub const DIR_INGRESS: u8 = 0;
 pub const DIR_EGRESS: u8 = 1;
 pub const IDENTITY_ANY: u32 = 0;
 pub const IDENTITY_WORLD: u32 = 2;
+/// Rule cookie of conntrack entries opened because a direction is not enforced.
+pub const RULE_NONE: u32 = 0;
 
 /// Value of the `policyc_endpoints` map, keyed by the host-side ifindex (`u32`).
 #[repr(C)]

@@ -15,7 +15,7 @@ mod layout;
 pub use abi::{MAPS_HEADER, abi_hash};
 pub use layout::*;
 
-/// The compiled datapath object (`c/policyc.bpf.o`), built by `build-bpf.sh` and
+/// The compiled datapath object (`bpf-progs/policyc.bpf.o`), built by `build-bpf.sh` and
 /// committed so that building policyc never needs clang.
 pub static OBJECT: &[u8] = &AlignedObject(*include_bytes!("../policyc.bpf.o")).0;
 
