@@ -16,6 +16,13 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    Human,
+    Json,
+    Sarif,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Compile manifests (files, directories, `-` for stdin) into an artifact.
@@ -37,6 +44,10 @@ enum Command {
         /// Fail (exit 1) on warnings too.
         #[arg(long)]
         deny_warnings: bool,
+        /// Output format: rendered text on stderr, or a JSON / SARIF 2.1.0 report on
+        /// stdout.
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
     },
     /// Print the content of an artifact.
     Inspect {
@@ -52,7 +63,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Compile { inputs, output, stats } => compile(&inputs, &output, stats),
-        Command::Lint { inputs, deny_warnings } => lint(&inputs, deny_warnings),
+        Command::Lint { inputs, deny_warnings, format } => lint(&inputs, deny_warnings, format),
         Command::Inspect { artifact } => inspect(&artifact),
     };
     match result {
@@ -137,13 +148,28 @@ fn compile(inputs: &[PathBuf], output: &PathBuf, stats: bool) -> anyhow::Result<
     Ok(ExitCode::SUCCESS)
 }
 
-fn lint(inputs: &[PathBuf], deny_warnings: bool) -> anyhow::Result<ExitCode> {
+fn lint(inputs: &[PathBuf], deny_warnings: bool, format: Format) -> anyhow::Result<ExitCode> {
     let (sources, bundle) = front_end(inputs)?;
     let compilation = compiler::compile(&sources, &bundle);
     let mut diagnostics = bundle.diagnostics.clone();
     diagnostics.extend(compilation.diagnostics);
-    let (errors, warnings) = report(&sources, &diagnostics);
-    let _ = writeln!(std::io::stderr(), "{errors} error(s), {warnings} warning(s)");
+    let count = |s: Severity| diagnostics.iter().filter(|d| d.severity() == s).count();
+    let (errors, warnings) = (count(Severity::Error), count(Severity::Warning));
+    match format {
+        Format::Human => {
+            report(&sources, &diagnostics);
+            let _ = writeln!(std::io::stderr(), "{errors} error(s), {warnings} warning(s)");
+        }
+        Format::Json => {
+            let value = policy_lang::report::json(&diagnostics, &sources);
+            writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&value)?)?;
+        }
+        Format::Sarif => {
+            let value =
+                policy_lang::report::sarif(&diagnostics, &sources, env!("CARGO_PKG_VERSION"));
+            writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&value)?)?;
+        }
+    }
     Ok(if errors > 0 || (deny_warnings && warnings > 0) { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 

@@ -6,7 +6,7 @@
 //! written for it read the same here. Numbers are allocated in the order of the sorted
 //! label sets, so the same inventory always gets the same numbers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use policy_lang::ast::Labels;
 
@@ -15,6 +15,12 @@ pub mod reserved {
     pub const ANY: u32 = 0;
     pub const HOST: u32 = 1;
     pub const WORLD: u32 = 2;
+    pub const UNMANAGED: u32 = 3;
+    pub const HEALTH: u32 = 4;
+    pub const INIT: u32 = 5;
+    pub const REMOTE_NODE: u32 = 6;
+    pub const KUBE_APISERVER: u32 = 7;
+    pub const INGRESS: u32 = 8;
 }
 
 /// First number of cluster-local (pod) identities.
@@ -39,33 +45,48 @@ const NOISE_LABELS: &[&str] = &[
     "job-name",
 ];
 
-/// Whether a pod label counts for identity.
+/// Whether a label counts for identity by default.
 pub fn is_identity_label(key: &str) -> bool {
     if NOISE_LABELS.contains(&key) {
         return false;
     }
-    // Keys under kubernetes.io and k8s.io are set by the platform (topology, node
-    // roles...), not by the application.
+    // Keys under exactly kubernetes.io and k8s.io (and the old beta prefixes) are set
+    // by the platform (topology, node roles...). Prefixes that merely end in them, such
+    // as app.kubernetes.io, are the recommended application labels and count.
     match key.split_once('/') {
         Some((prefix, _)) => {
-            !(prefix == "kubernetes.io"
-                || prefix.ends_with(".kubernetes.io")
-                || prefix == "k8s.io"
-                || prefix.ends_with(".k8s.io"))
+            !(prefix == "kubernetes.io" || prefix == "k8s.io" || prefix.ends_with("beta.kubernetes.io"))
         }
         None => true,
     }
 }
 
-/// The identity labels of a pod.
-pub fn pod_identity_labels(pod_labels: &Labels, namespace: &str, ns_labels: &Labels) -> Labels {
-    let mut out: Labels =
-        pod_labels.iter().filter(|(k, _)| is_identity_label(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+/// The labels selectors match a pod by: its own labels, its namespace, and its
+/// namespace's labels under [`NAMESPACE_LABELS_PREFIX`].
+pub fn endpoint_labels(pod_labels: &Labels, namespace: &str, ns_labels: &Labels) -> Labels {
+    let mut out = pod_labels.clone();
     out.insert(NAMESPACE_LABEL.to_owned(), namespace.to_owned());
     for (k, v) in ns_labels {
         out.insert(format!("{NAMESPACE_LABELS_PREFIX}{k}"), v.clone());
     }
     out
+}
+
+/// The identity labels of an endpoint: the labels that count by default, plus every
+/// key some selector reads. Keeping the selected keys makes selection by identity exact:
+/// two pods that differ in a label a policy reads never share an identity, even when
+/// the label is one that normally does not count.
+pub fn identity_labels(endpoint_labels: &Labels, selected_keys: &BTreeSet<String>) -> Labels {
+    endpoint_labels
+        .iter()
+        .filter(|(k, _)| {
+            k.as_str() == NAMESPACE_LABEL
+                || k.starts_with(NAMESPACE_LABELS_PREFIX)
+                || is_identity_label(k)
+                || selected_keys.contains(k.as_str())
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 /// Allocates numbers to label sets.
@@ -103,14 +124,24 @@ mod tests {
     }
 
     #[test]
-    fn noise_labels_do_not_split_identities() {
+    fn noise_labels_do_not_split_identities_unless_selected() {
         let ns = labels(&[("team", "a")]);
-        let a = pod_identity_labels(&labels(&[("app", "web"), ("pod-template-hash", "1")]), "x", &ns);
-        let b = pod_identity_labels(&labels(&[("app", "web"), ("pod-template-hash", "2")]), "x", &ns);
-        assert_eq!(a, b);
-        assert_eq!(a.get(NAMESPACE_LABEL).map(String::as_str), Some("x"));
-        assert_eq!(a.get("io.cilium.k8s.namespace.labels.team").map(String::as_str), Some("a"));
-        assert!(!is_identity_label("topology.kubernetes.io/zone"));
+        let a = endpoint_labels(&labels(&[("app", "web"), ("pod-template-hash", "1")]), "x", &ns);
+        let b = endpoint_labels(&labels(&[("app", "web"), ("pod-template-hash", "2")]), "x", &ns);
+        let none = BTreeSet::new();
+        assert_eq!(identity_labels(&a, &none), identity_labels(&b, &none));
+        let id = identity_labels(&a, &none);
+        assert_eq!(id.get(NAMESPACE_LABEL).map(String::as_str), Some("x"));
+        assert_eq!(id.get("io.cilium.k8s.namespace.labels.team").map(String::as_str), Some("a"));
+        let selected = BTreeSet::from(["pod-template-hash".to_string()]);
+        assert_ne!(identity_labels(&a, &selected), identity_labels(&b, &selected));
+    }
+
+    #[test]
+    fn platform_labels_do_not_count_but_app_labels_do() {
+        assert!(!is_identity_label("kubernetes.io/hostname"));
+        assert!(!is_identity_label("failure-domain.beta.kubernetes.io/zone"));
+        assert!(is_identity_label("app.kubernetes.io/name"));
         assert!(is_identity_label("example.com/tier"));
     }
 

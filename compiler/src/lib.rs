@@ -8,6 +8,8 @@
 pub mod artifact;
 mod codes;
 pub mod identity;
+pub mod ir;
+mod lower;
 pub mod render;
 pub mod simulate;
 mod solve;

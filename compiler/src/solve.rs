@@ -1,23 +1,26 @@
-//! Solving: policies against the inventory, into identities, tables and an artifact.
+//! Solving: the IR against the inventory, into identities, tables and an artifact.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use datapath::{IpcacheKey, IpcacheValue};
-use policy_lang::ast::{
-    Cidr, Direction, Labels, NetPeer, NetPort, NetRule, NetworkPolicy, Pod, PortRef,
-};
+use policy_lang::ast::{Cidr, Direction, Labels, Pod};
 use policy_lang::{Bundle, Diagnostic, Sources};
 use sha2::{Digest, Sha256};
 
 use crate::artifact::{Artifact, EndpointRecord, IdentityRecord, RuleRecord};
 use crate::codes;
 use crate::identity::{self, Allocator, FIRST_CIDR_IDENTITY, reserved};
+use crate::ir::{Action, Entity, Peer, Policy, PortMatch, PortSpec, Rule};
+use crate::lower;
 use crate::tables::{self, Entry, Pattern, Verdict};
 
 /// Port ranges are written as one exact key per port until the datapath has range
 /// lookups; wider ranges are refused rather than silently truncated.
 pub const MAX_EXPANDED_RANGE: u32 = 256;
+
+/// Protocols a port (or a port name) without a protocol stands for.
+const PORT_PROTOCOLS: [u8; 3] = [6, 17, 132];
 
 /// What a compile produced.
 #[derive(Debug)]
@@ -41,6 +44,7 @@ pub struct Stats {
 struct Endpoint<'a> {
     pod: &'a Pod,
     name: String,
+    labels: Labels,
     identity: u32,
 }
 
@@ -49,70 +53,63 @@ struct Endpoint<'a> {
 pub fn compile(sources: &Sources, bundle: &Bundle) -> Compilation {
     let _span = tracing::info_span!("compile").entered();
     let mut diagnostics = Vec::new();
+    let namespaces = namespace_labels(bundle, &mut diagnostics);
 
-    // Namespaces: declared ones, plus any a pod or policy lives in. Kubernetes labels
-    // every namespace with its name (kubernetes.io/metadata.name), so we do too.
-    let mut namespaces: BTreeMap<String, Labels> = BTreeMap::new();
-    for ns in &bundle.namespaces {
-        let mut labels = ns.meta.labels.clone();
-        labels.insert("kubernetes.io/metadata.name".into(), ns.meta.name.value.clone());
-        namespaces.insert(ns.meta.name.value.clone(), labels);
-    }
-    for meta in bundle.pods.iter().map(|p| &p.meta).chain(bundle.network_policies.iter().map(|p| &p.meta)) {
-        if !namespaces.contains_key(&meta.namespace) {
-            diagnostics.push(
-                Diagnostic::new(
-                    codes::UNKNOWN_NAMESPACE,
-                    format!("namespace `{}` is not in the inventory", meta.namespace),
-                )
-                .at(meta.name.span, "its namespace has no Namespace object")
-                .help("add the Namespace manifest so namespace selectors see its labels"),
-            );
-            let labels = Labels::from([("kubernetes.io/metadata.name".into(), meta.namespace.clone())]);
-            namespaces.insert(meta.namespace.clone(), labels);
-        }
-    }
-
-    // Identities.
-    let pod_labels: Vec<Labels> = bundle
-        .pods
-        .iter()
-        .map(|p| identity::pod_identity_labels(&p.meta.labels, &p.meta.namespace, &namespaces[&p.meta.namespace]))
-        .collect();
-    let allocator = {
-        let _span = tracing::info_span!("identities").entered();
-        Allocator::allocate(pod_labels.iter())
+    // Lower every policy, in a deterministic order.
+    let mut policies: Vec<Policy> = {
+        let _span = tracing::info_span!("lower").entered();
+        bundle.network_policies.iter().map(lower::network_policy).collect()
     };
+    policies.sort_by(|a, b| (a.tier, a.priority, &a.name).cmp(&(b.tier, b.priority, &b.name)));
+
+    // Identities: every key a selector reads counts, so selection by identity is exact.
+    let selected_keys: BTreeSet<String> = policies
+        .iter()
+        .flat_map(Policy::selectors)
+        .flat_map(|s| s.match_labels.keys().chain(s.match_expressions.iter().map(|r| &r.key)))
+        .cloned()
+        .collect();
     let mut endpoints: Vec<Endpoint<'_>> = bundle
         .pods
         .iter()
-        .zip(&pod_labels)
-        .map(|(pod, labels)| Endpoint {
+        .map(|pod| Endpoint {
             pod,
             name: format!("{}/{}", pod.meta.namespace, pod.meta.name.value),
-            identity: allocator.get(labels).expect("every pod's labels were allocated"),
+            labels: identity::endpoint_labels(
+                &pod.meta.labels,
+                &pod.meta.namespace,
+                &namespaces[&pod.meta.namespace],
+            ),
+            identity: 0,
         })
         .collect();
     endpoints.sort_by(|a, b| a.name.cmp(&b.name));
+    let identity_labels: Vec<Labels> =
+        endpoints.iter().map(|e| identity::identity_labels(&e.labels, &selected_keys)).collect();
+    let allocator = {
+        let _span = tracing::info_span!("identities").entered();
+        Allocator::allocate(identity_labels.iter())
+    };
+    for (ep, labels) in endpoints.iter_mut().zip(&identity_labels) {
+        ep.identity = allocator.get(labels).expect("every endpoint's labels were allocated");
+    }
 
-    // Rule cookies, in a deterministic order: policies by namespace and name.
-    let mut policies: Vec<&NetworkPolicy> = bundle.network_policies.iter().collect();
-    policies.sort_by(|a, b| (&a.meta.namespace, &a.meta.name.value).cmp(&(&b.meta.namespace, &b.meta.name.value)));
-    let mut rules = Vec::new();
-    let mut cookies: BTreeMap<(usize, Direction, usize), u32> = BTreeMap::new();
-    for (pi, policy) in policies.iter().enumerate() {
-        for direction in [Direction::Ingress, Direction::Egress] {
-            for (ri, rule) in policy.rules(direction).iter().enumerate() {
-                let cookie = rules.len() as u32 + 1;
-                cookies.insert((pi, direction, ri), cookie);
-                rules.push(RuleRecord {
-                    cookie,
-                    policy: format!("NetworkPolicy {}/{}", policy.meta.namespace, policy.meta.name.value),
-                    rule: format!("{}[{ri}]", direction.name()),
-                    location: sources.location(rule.span),
-                });
-            }
+    // Rule cookies, numbered from 1 in policy order.
+    let mut rules: Vec<RuleRecord> = Vec::new();
+    let mut cookies: Vec<Vec<u32>> = Vec::new();
+    for policy in &policies {
+        let mut ids = Vec::new();
+        for rule in &policy.rules {
+            let cookie = rules.len() as u32 + 1;
+            ids.push(cookie);
+            rules.push(RuleRecord {
+                cookie,
+                policy: policy.name.clone(),
+                rule: rule.label.clone(),
+                location: sources.location(rule.span),
+            });
         }
+        cookies.push(ids);
     }
     let host_cookie = rules.len() as u32 + 1;
     rules.push(RuleRecord {
@@ -121,53 +118,62 @@ pub fn compile(sources: &Sources, bundle: &Bundle) -> Compilation {
         rule: "allow traffic from the endpoint's own node".into(),
         location: String::new(),
     });
+    let open_cookie = host_cookie + 1;
+    rules.push(RuleRecord {
+        cookie: open_cookie,
+        policy: "built-in".into(),
+        rule: "direction not isolated: allow what no deny rule denies".into(),
+        location: String::new(),
+    });
 
-    // CIDR identities: one per distinct prefix any ipBlock names (cidr or except).
-    let mut prefixes: BTreeSet<Cidr> = BTreeSet::new();
-    for policy in &policies {
-        for rule in policy.ingress.iter().chain(&policy.egress) {
-            for peer in &rule.peers {
-                if let NetPeer::IpBlock { cidr, except, .. } = peer {
-                    prefixes.insert(*cidr);
-                    prefixes.extend(except.iter().copied());
-                }
+    // CIDR identities: one per distinct prefix any CIDR peer names (cidr or except).
+    let prefixes: BTreeSet<Cidr> = policies
+        .iter()
+        .flat_map(|p| &p.rules)
+        .flat_map(|r| r.peers.iter().flatten())
+        .flat_map(|peer| match peer {
+            Peer::Cidr { cidr, except } => {
+                std::iter::once(*cidr).chain(except.iter().copied()).collect()
             }
-        }
-    }
+            _ => Vec::new(),
+        })
+        .collect();
     let cidr_identities: BTreeMap<Cidr, u32> =
         prefixes.iter().enumerate().map(|(i, c)| (*c, FIRST_CIDR_IDENTITY + i as u32)).collect();
 
-    let cx = Context { namespaces: &namespaces, endpoints: &endpoints, cidr_identities: &cidr_identities };
+    let cx = Context { endpoints: &endpoints, cidr_identities: &cidr_identities };
 
     // Tables: one per distinct content, numbered from 1 in order of first use.
-    let _tables_span = tracing::info_span!("tables").entered();
+    let tables_span = tracing::info_span!("tables").entered();
     let mut tables: BTreeMap<tables::Table, u32> = BTreeMap::new();
     let mut artifact = Artifact::default();
-    for (endpoint_id, ep) in endpoints.iter().enumerate() {
+    for (index, ep) in endpoints.iter().enumerate() {
         let mut table_ids = [0u32; 2];
         for (slot, direction) in [Direction::Ingress, Direction::Egress].into_iter().enumerate() {
-            let selecting: Vec<(usize, &&NetworkPolicy)> = policies
-                .iter()
-                .enumerate()
-                .filter(|(_, p)| {
-                    p.meta.namespace == ep.pod.meta.namespace
-                        && p.policy_types.contains(&direction)
-                        && p.pod_selector.matches(&ep.pod.meta.labels)
-                })
+            let selecting: Vec<usize> = (0..policies.len())
+                .filter(|&i| policies[i].subject.matches(&ep.labels))
                 .collect();
-            if selecting.is_empty() {
-                continue; // Not isolated in this direction: table 0.
-            }
+            let isolated = selecting.iter().any(|&i| policies[i].isolates.contains(&direction));
             let mut entries = Vec::new();
-            for (pi, policy) in selecting {
-                for (ri, rule) in policy.rules(direction).iter().enumerate() {
-                    let cookie = cookies[&(pi, direction, ri)];
-                    cx.rule_entries(policy, rule, direction, ep, cookie, &mut entries, &mut diagnostics);
+            for &pi in &selecting {
+                for (ri, rule) in policies[pi].rules.iter().enumerate() {
+                    if rule.direction == direction {
+                        let cookie = cookies[pi][ri];
+                        cx.rule_entries(rule, direction, ep, cookie, &mut entries, &mut diagnostics);
+                    }
                 }
+            }
+            let has_deny = entries.iter().any(|e| e.verdict == Verdict::Deny);
+            if !isolated && !has_deny {
+                continue; // Not isolated in this direction: table 0, everything passes.
+            }
+            if !isolated {
+                // Only denies apply: what they do not deny passes.
+                entries.push(Entry { pattern: ANY_FLOW, verdict: Verdict::Allow, cookie: open_cookie });
             }
             if direction == Direction::Ingress {
                 entries.push(Entry {
-                    pattern: Pattern { identity: reserved::HOST, proto: 0, port: None },
+                    pattern: Pattern { identity: reserved::HOST, ..ANY_FLOW },
                     verdict: Verdict::Allow,
                     cookie: host_cookie,
                 });
@@ -178,7 +184,7 @@ pub fn compile(sources: &Sources, bundle: &Bundle) -> Compilation {
         }
         artifact.endpoints.push(EndpointRecord {
             name: ep.name.clone(),
-            endpoint_id: endpoint_id as u32 + 1,
+            endpoint_id: index as u32 + 1,
             identity: ep.identity,
             ingress_table: table_ids[0],
             egress_table: table_ids[1],
@@ -190,10 +196,10 @@ pub fn compile(sources: &Sources, bundle: &Bundle) -> Compilation {
             artifact.policy.push((pattern.key(*id), *value));
         }
     }
-    drop(_tables_span);
+    drop(tables_span);
 
     // The address table: pod addresses, then CIDR prefixes. A pod address is a host
-    // prefix, so it is more specific than any CIDR containing it: by default an ipBlock
+    // prefix, so it is more specific than any CIDR containing it: by default a CIDR peer
     // never matches a pod, as in Cilium.
     for ep in &endpoints {
         for ip in &ep.pod.ips {
@@ -215,14 +221,17 @@ pub fn compile(sources: &Sources, bundle: &Bundle) -> Compilation {
     artifact.ipcache.dedup_by(|a, b| a.0 == b.0);
 
     // Identities, with labels for observability.
-    artifact.identities.push(IdentityRecord { id: reserved::HOST, labels: vec![("reserved:host".into(), String::new())] });
-    artifact.identities.push(IdentityRecord { id: reserved::WORLD, labels: vec![("reserved:world".into(), String::new())] });
+    for (id, name) in [(reserved::HOST, "reserved:host"), (reserved::WORLD, "reserved:world")] {
+        artifact.identities.push(IdentityRecord { id, labels: vec![(name.into(), String::new())] });
+    }
     for (labels, id) in allocator.iter() {
         let labels = labels.iter().map(|(k, v)| (format!("k8s:{k}"), v.clone())).collect();
         artifact.identities.push(IdentityRecord { id, labels });
     }
     for (cidr, id) in &cidr_identities {
-        artifact.identities.push(IdentityRecord { id: *id, labels: vec![(format!("cidr:{cidr}"), String::new())] });
+        artifact
+            .identities
+            .push(IdentityRecord { id: *id, labels: vec![(format!("cidr:{cidr}"), String::new())] });
     }
     artifact.rules = rules;
     artifact.source_digest = source_digest(sources);
@@ -239,126 +248,146 @@ pub fn compile(sources: &Sources, bundle: &Bundle) -> Compilation {
     Compilation { artifact, diagnostics, stats }
 }
 
+const ANY_FLOW: Pattern = Pattern { identity: reserved::ANY, proto: 0, port: None };
+
+/// Labels of every namespace: declared ones, plus any a pod or policy lives in (with a
+/// warning). Kubernetes labels every namespace with its name
+/// (`kubernetes.io/metadata.name`), so we do too.
+fn namespace_labels(bundle: &Bundle, diagnostics: &mut Vec<Diagnostic>) -> BTreeMap<String, Labels> {
+    let mut namespaces: BTreeMap<String, Labels> = BTreeMap::new();
+    for ns in &bundle.namespaces {
+        let mut labels = ns.meta.labels.clone();
+        labels.insert("kubernetes.io/metadata.name".into(), ns.meta.name.value.clone());
+        namespaces.insert(ns.meta.name.value.clone(), labels);
+    }
+    let metas = bundle.pods.iter().map(|p| &p.meta).chain(bundle.network_policies.iter().map(|p| &p.meta));
+    for meta in metas {
+        if !namespaces.contains_key(&meta.namespace) {
+            diagnostics.push(
+                Diagnostic::new(
+                    codes::UNKNOWN_NAMESPACE,
+                    format!("namespace `{}` is not in the inventory", meta.namespace),
+                )
+                .at(meta.name.span, "its namespace has no Namespace object")
+                .help("add the Namespace manifest so namespace selectors see its labels"),
+            );
+            let labels =
+                Labels::from([("kubernetes.io/metadata.name".into(), meta.namespace.clone())]);
+            namespaces.insert(meta.namespace.clone(), labels);
+        }
+    }
+    namespaces
+}
+
 struct Context<'a> {
-    namespaces: &'a BTreeMap<String, Labels>,
     endpoints: &'a [Endpoint<'a>],
     cidr_identities: &'a BTreeMap<Cidr, u32>,
 }
 
 impl Context<'_> {
     /// The entries one rule contributes to the table of `subject`.
-    #[expect(clippy::too_many_arguments, reason = "one call site; a struct would only rename them")]
     fn rule_entries(
         &self,
-        policy: &NetworkPolicy,
-        rule: &NetRule,
+        rule: &Rule,
         direction: Direction,
         subject: &Endpoint<'_>,
         cookie: u32,
         out: &mut Vec<Entry>,
         diagnostics: &mut Vec<Diagnostic>,
     ) {
+        let verdict = match rule.action {
+            Action::Allow => Verdict::Allow,
+            Action::Deny => Verdict::Deny,
+            // Pass only exists in tiers the solver does not produce yet; lowering never
+            // emits it for the default tier.
+            Action::Pass => return,
+        };
         // Peers as identity sets; `None` stands for every identity, world included.
-        let peers: Option<BTreeSet<u32>> = if rule.peers.is_empty() {
-            None
-        } else {
-            Some(rule.peers.iter().flat_map(|peer| self.peer_identities(policy, peer)).collect())
+        let peers: Option<BTreeSet<u32>> =
+            rule.peers.as_ref().map(|peers| peers.iter().flat_map(|p| self.peer_identities(p)).collect());
+        let identities: Vec<u32> = match &peers {
+            Some(set) => set.iter().copied().collect(),
+            None => vec![reserved::ANY],
         };
-        let any_port = [None];
-        let ports: &[Option<&NetPort>] = &if rule.ports.is_empty() {
-            any_port.to_vec()
-        } else {
-            rule.ports.iter().map(Some).collect::<Vec<_>>()
+        let mut push = |identity: u32, proto: u8, port: Option<u16>| {
+            out.push(Entry { pattern: Pattern { identity, proto, port }, verdict, cookie });
         };
-        for port in ports {
-            // Resolve the port per peer identity: a named port means the number that
-            // the destination pod gives that name, and the destination is the subject
-            // for ingress and the peer for egress.
-            let peer_list: Vec<u32> = match &peers {
-                Some(set) => set.iter().copied().collect(),
-                None => vec![reserved::ANY],
+        if rule.ports.is_empty() {
+            for &identity in &identities {
+                push(identity, 0, None);
+            }
+            return;
+        }
+        for port in &rule.ports {
+            let protos: Vec<u8> = match (port.proto, &port.port) {
+                (Some(p), _) => vec![p],
+                (None, PortSpec::Any) => vec![0],
+                (None, _) => PORT_PROTOCOLS.to_vec(),
             };
-            for identity in peer_list {
-                let Some(port) = port else {
-                    out.push(Entry { pattern: Pattern { identity, proto: 0, port: None }, verdict: Verdict::Allow, cookie });
-                    continue;
-                };
-                let proto = port.protocol.number();
-                let numbers: Vec<(u16, u16)> = match &port.port {
-                    None => {
-                        out.push(Entry { pattern: Pattern { identity, proto, port: None }, verdict: Verdict::Allow, cookie });
-                        continue;
-                    }
-                    Some(PortRef::Number(start)) => vec![(*start, port.end_port.unwrap_or(*start))],
-                    Some(PortRef::Name(name)) => {
-                        let destinations: Vec<&Pod> = match direction {
-                            Direction::Ingress => vec![subject.pod],
-                            Direction::Egress => self
-                                .endpoints
-                                .iter()
-                                .filter(|e| identity == reserved::ANY || e.identity == identity)
-                                .map(|e| e.pod)
-                                .collect(),
-                        };
-                        let mut found: BTreeSet<u16> = BTreeSet::new();
-                        for pod in destinations {
-                            found.extend(
-                                pod.ports
-                                    .iter()
-                                    .filter(|p| p.name.as_deref() == Some(name) && p.protocol == port.protocol)
-                                    .map(|p| p.port),
-                            );
-                        }
-                        if identity == reserved::ANY && direction == Direction::Egress {
-                            // Only pods have named ports: expand to the identities that
-                            // define the name, instead of opening the port to everyone.
-                            for e in self.endpoints {
-                                for p in e.pod.ports.iter().filter(|p| p.name.as_deref() == Some(name) && p.protocol == port.protocol) {
-                                    out.push(Entry { pattern: Pattern { identity: e.identity, proto, port: Some(p.port) }, verdict: Verdict::Allow, cookie });
-                                }
+            for &identity in &identities {
+                for &proto in &protos {
+                    match &port.port {
+                        PortSpec::Any => push(identity, proto, None),
+                        PortSpec::IcmpType(t) => push(identity, proto, Some(u16::from(*t))),
+                        PortSpec::Range(start, end) => {
+                            if !range_fits(*start, *end, port, diagnostics) {
+                                continue;
                             }
-                            continue;
+                            for number in *start..=*end {
+                                push(identity, proto, Some(number));
+                            }
                         }
-                        found.into_iter().map(|p| (p, p)).collect()
-                    }
-                };
-                for (start, end) in numbers {
-                    let width = u32::from(end) - u32::from(start) + 1;
-                    if width > MAX_EXPANDED_RANGE {
-                        diagnostics.push(
-                            Diagnostic::new(
-                                codes::RANGE_TOO_WIDE,
-                                format!("port range {start}-{end} spans {width} ports"),
-                            )
-                            .at(port.span, "range not compiled")
-                            .help(format!("ranges of more than {MAX_EXPANDED_RANGE} ports are not supported yet; split the rule or list the ports")),
-                        );
-                        continue;
-                    }
-                    for number in start..=end {
-                        out.push(Entry { pattern: Pattern { identity, proto, port: Some(number) }, verdict: Verdict::Allow, cookie });
+                        PortSpec::Named(name) => {
+                            for (identity, number) in
+                                self.resolve_name(name, proto, direction, subject, identity)
+                            {
+                                push(identity, proto, Some(number));
+                            }
+                        }
                     }
                 }
             }
         }
     }
 
-    fn peer_identities(&self, policy: &NetworkPolicy, peer: &NetPeer) -> Vec<u32> {
-        match peer {
-            NetPeer::Pods { namespace_selector, pod_selector, .. } => self
+    /// A named port means the number the *destination* pod gives that name: the subject
+    /// for ingress, the peer for egress. Only pods have named ports, so a rule open to
+    /// every peer expands to the identities of the pods that define the name.
+    fn resolve_name(
+        &self,
+        name: &str,
+        proto: u8,
+        direction: Direction,
+        subject: &Endpoint<'_>,
+        identity: u32,
+    ) -> BTreeSet<(u32, u16)> {
+        let defines = |pod: &Pod| -> Vec<u16> {
+            pod.ports
+                .iter()
+                .filter(|p| p.name.as_deref() == Some(name) && p.protocol.number() == proto)
+                .map(|p| p.port)
+                .collect()
+        };
+        match direction {
+            Direction::Ingress => defines(subject.pod).into_iter().map(|n| (identity, n)).collect(),
+            Direction::Egress => self
                 .endpoints
                 .iter()
-                .filter(|e| {
-                    let ns = &e.pod.meta.namespace;
-                    let ns_ok = match namespace_selector {
-                        None => *ns == policy.meta.namespace,
-                        Some(sel) => sel.matches(&self.namespaces[ns]),
-                    };
-                    ns_ok && pod_selector.as_ref().is_none_or(|s| s.matches(&e.pod.meta.labels))
-                })
+                .filter(|e| identity == reserved::ANY || e.identity == identity)
+                .flat_map(|e| defines(e.pod).into_iter().map(|n| (e.identity, n)))
+                .collect(),
+        }
+    }
+
+    fn peer_identities(&self, peer: &Peer) -> Vec<u32> {
+        match peer {
+            Peer::Endpoints(selector) => self
+                .endpoints
+                .iter()
+                .filter(|e| selector.matches(&e.labels))
                 .map(|e| e.identity)
                 .collect(),
-            NetPeer::IpBlock { cidr, except, .. } => self
+            Peer::Cidr { cidr, except } => self
                 .cidr_identities
                 .iter()
                 .filter(|(prefix, _)| {
@@ -366,8 +395,54 @@ impl Context<'_> {
                 })
                 .map(|(_, id)| *id)
                 .collect(),
+            Peer::Entity(entity) => self.entity_identities(*entity),
         }
     }
+
+    fn entity_identities(&self, entity: Entity) -> Vec<u32> {
+        let pods = || self.endpoints.iter().map(|e| e.identity);
+        match entity {
+            Entity::Host => vec![reserved::HOST],
+            Entity::RemoteNode => vec![reserved::REMOTE_NODE],
+            Entity::KubeApiserver => vec![reserved::KUBE_APISERVER],
+            Entity::Ingress => vec![reserved::INGRESS],
+            Entity::Init => vec![reserved::INIT],
+            Entity::Health => vec![reserved::HEALTH],
+            Entity::Unmanaged => vec![reserved::UNMANAGED],
+            Entity::World => {
+                std::iter::once(reserved::WORLD).chain(self.cidr_identities.values().copied()).collect()
+            }
+            Entity::Cluster => [
+                reserved::HOST,
+                reserved::REMOTE_NODE,
+                reserved::KUBE_APISERVER,
+                reserved::INIT,
+                reserved::HEALTH,
+                reserved::UNMANAGED,
+                reserved::INGRESS,
+            ]
+            .into_iter()
+            .chain(pods())
+            .collect(),
+            Entity::All => vec![reserved::ANY],
+        }
+    }
+}
+
+fn range_fits(start: u16, end: u16, port: &PortMatch, diagnostics: &mut Vec<Diagnostic>) -> bool {
+    let width = u32::from(end) - u32::from(start) + 1;
+    if width <= MAX_EXPANDED_RANGE {
+        return true;
+    }
+    let diag = Diagnostic::new(codes::RANGE_TOO_WIDE, format!("port range {start}-{end} spans {width} ports"))
+        .at(port.span, "range not compiled")
+        .help(format!(
+            "ranges of more than {MAX_EXPANDED_RANGE} ports are not supported yet; split the rule or list the ports"
+        ));
+    if !diagnostics.contains(&diag) {
+        diagnostics.push(diag);
+    }
+    false
 }
 
 fn address_bytes(ip: IpAddr) -> (u8, [u8; 16], u32) {

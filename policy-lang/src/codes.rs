@@ -49,5 +49,5 @@ codes! {
     UNKNOWN_NAMESPACE = "PL0022", Warning, "an object refers to a namespace the inventory lacks";
     RANGE_TOO_WIDE = "PL0023", Error, "a port range is wider than the compiler expands";
     SKIPPED_KIND = "PL0100", Note, "an object kind that does not affect policy is skipped";
-    UNSUPPORTED_API = "PL0101", Error, "an apiVersion of a policy kind that is not supported";
+    UNSUPPORTED_API = "PL0101", Error, "a policy kind or apiVersion that is not supported";
 }

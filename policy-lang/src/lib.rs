@@ -19,6 +19,7 @@ mod inventory;
 pub mod manifest;
 mod netpol;
 mod reader;
+pub mod report;
 pub mod selector;
 pub mod source;
 pub mod yaml;

@@ -183,6 +183,22 @@ fn decode_object(doc: &Node, file: FileId, bundle: &mut Bundle) {
             .at(api_version.span, "unsupported version")
             .help("use `apiVersion: networking.k8s.io/v1`"),
         ),
+        (
+            "cilium.io" | "policy.networking.k8s.io",
+            "CiliumNetworkPolicy"
+            | "CiliumClusterwideNetworkPolicy"
+            | "AdminNetworkPolicy"
+            | "BaselineAdminNetworkPolicy",
+        ) => r.push(
+            // A policy we cannot compile must stop the compile: skipping it would
+            // leave its pods less isolated than their owners wrote.
+            Diagnostic::new(
+                codes::UNSUPPORTED_API,
+                format!("{} is not supported yet", kind.value),
+            )
+            .at(kind.span, "this policy would not be enforced")
+            .help("remove it from the inputs, or compile it with a policyc that supports it"),
+        ),
         _ => r.push(
             Diagnostic::new(
                 codes::SKIPPED_KIND,
