@@ -44,6 +44,9 @@ enum Command {
         /// Fail (exit 1) on warnings too.
         #[arg(long)]
         deny_warnings: bool,
+        /// Also warn about pods that no policy isolates.
+        #[arg(long)]
+        warn_unisolated: bool,
         /// Output format: rendered text on stderr, or a JSON / SARIF 2.1.0 report on
         /// stdout.
         #[arg(long, value_enum, default_value_t = Format::Human)]
@@ -63,7 +66,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Compile { inputs, output, stats } => compile(&inputs, &output, stats),
-        Command::Lint { inputs, deny_warnings, format } => lint(&inputs, deny_warnings, format),
+        Command::Lint { inputs, deny_warnings, warn_unisolated, format } => {
+            let options = compiler::lint::LintOptions { unisolated_pods: warn_unisolated };
+            lint(&inputs, deny_warnings, options, format)
+        }
         Command::Inspect { artifact } => inspect(&artifact),
     };
     match result {
@@ -148,11 +154,17 @@ fn compile(inputs: &[PathBuf], output: &PathBuf, stats: bool) -> anyhow::Result<
     Ok(ExitCode::SUCCESS)
 }
 
-fn lint(inputs: &[PathBuf], deny_warnings: bool, format: Format) -> anyhow::Result<ExitCode> {
+fn lint(
+    inputs: &[PathBuf],
+    deny_warnings: bool,
+    options: compiler::lint::LintOptions,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
     let (sources, bundle) = front_end(inputs)?;
     let compilation = compiler::compile(&sources, &bundle);
     let mut diagnostics = bundle.diagnostics.clone();
-    diagnostics.extend(compilation.diagnostics);
+    diagnostics.extend(compilation.diagnostics.iter().cloned());
+    diagnostics.extend(compiler::lint::lint(&sources, &bundle, &compilation, options));
     let count = |s: Severity| diagnostics.iter().filter(|d| d.severity() == s).count();
     let (errors, warnings) = (count(Severity::Error), count(Severity::Warning));
     match format {

@@ -9,10 +9,11 @@ pub mod artifact;
 mod codes;
 pub mod identity;
 pub mod ir;
+pub mod lint;
 mod lower;
 pub mod render;
 pub mod simulate;
 mod solve;
 pub mod tables;
 
-pub use solve::{Compilation, MAX_EXPANDED_RANGE, Stats, compile};
+pub use solve::{Analysis, Compilation, MAX_EXPANDED_RANGE, Stats, compile};

@@ -28,6 +28,22 @@ pub struct Compilation {
     pub artifact: Artifact,
     pub diagnostics: Vec<Diagnostic>,
     pub stats: Stats,
+    /// What lints need to reason about policies beyond the tables.
+    pub analysis: Analysis,
+}
+
+/// The solved model behind an artifact, for lints and traces.
+#[derive(Debug, Default)]
+pub struct Analysis {
+    /// Lowered policies, in cookie order.
+    pub policies: Vec<Policy>,
+    /// Rule cookies of each policy's rules, parallel to `policies[i].rules`.
+    pub cookies: Vec<Vec<u32>>,
+    /// Per rule cookie: the flow patterns it contributed, and the indexes (into the
+    /// artifact's sorted endpoints) of the endpoints it applied to.
+    pub rule_flows: BTreeMap<u32, (BTreeSet<Pattern>, BTreeSet<usize>)>,
+    /// Endpoint labels (pod labels plus namespace labels), by artifact endpoint index.
+    pub endpoint_labels: Vec<Labels>,
 }
 
 /// Sizes of what was produced, for `compile --stats`.
@@ -146,6 +162,7 @@ pub fn compile(sources: &Sources, bundle: &Bundle) -> Compilation {
     // Tables: one per distinct content, numbered from 1 in order of first use.
     let tables_span = tracing::info_span!("tables").entered();
     let mut tables: BTreeMap<tables::Table, u32> = BTreeMap::new();
+    let mut rule_flows: BTreeMap<u32, (BTreeSet<Pattern>, BTreeSet<usize>)> = BTreeMap::new();
     let mut artifact = Artifact::default();
     for (index, ep) in endpoints.iter().enumerate() {
         let mut table_ids = [0u32; 2];
@@ -159,7 +176,11 @@ pub fn compile(sources: &Sources, bundle: &Bundle) -> Compilation {
                 for (ri, rule) in policies[pi].rules.iter().enumerate() {
                     if rule.direction == direction {
                         let cookie = cookies[pi][ri];
+                        let before = entries.len();
                         cx.rule_entries(rule, direction, ep, cookie, &mut entries, &mut diagnostics);
+                        let flows = rule_flows.entry(cookie).or_default();
+                        flows.0.extend(entries[before..].iter().map(|e| e.pattern));
+                        flows.1.insert(index);
                     }
                 }
             }
@@ -245,7 +266,13 @@ pub fn compile(sources: &Sources, bundle: &Bundle) -> Compilation {
         policy_entries: artifact.policy.len(),
     };
     tracing::debug!(?stats, "compiled");
-    Compilation { artifact, diagnostics, stats }
+    let analysis = Analysis {
+        endpoint_labels: endpoints.iter().map(|e| e.labels.clone()).collect(),
+        policies,
+        cookies,
+        rule_flows,
+    };
+    Compilation { artifact, diagnostics, stats, analysis }
 }
 
 const ANY_FLOW: Pattern = Pattern { identity: reserved::ANY, proto: 0, port: None };
@@ -253,7 +280,7 @@ const ANY_FLOW: Pattern = Pattern { identity: reserved::ANY, proto: 0, port: Non
 /// Labels of every namespace: declared ones, plus any a pod or policy lives in (with a
 /// warning). Kubernetes labels every namespace with its name
 /// (`kubernetes.io/metadata.name`), so we do too.
-fn namespace_labels(bundle: &Bundle, diagnostics: &mut Vec<Diagnostic>) -> BTreeMap<String, Labels> {
+pub(crate) fn namespace_labels(bundle: &Bundle, diagnostics: &mut Vec<Diagnostic>) -> BTreeMap<String, Labels> {
     let mut namespaces: BTreeMap<String, Labels> = BTreeMap::new();
     for ns in &bundle.namespaces {
         let mut labels = ns.meta.labels.clone();
