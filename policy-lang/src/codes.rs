@@ -48,6 +48,16 @@ codes! {
     EXCLUSIVE_FIELDS = "PL0021", Error, "fields that exclude each other are both set";
     UNKNOWN_NAMESPACE = "PL0022", Warning, "an object refers to a namespace the inventory lacks";
     RANGE_TOO_WIDE = "PL0023", Error, "a port range is wider than the compiler expands";
+    SELECTOR_MISMATCH = "PL0024", Error, "a workload's selector does not match its pod template's labels";
+    EMPTY_WORKLOAD_SELECTOR = "PL0025", Error, "a workload's selector is empty";
+    TEMPLATE_NAMESPACE = "PL0026", Warning, "a pod template names a namespace other than its workload's";
+    MULTIPLE_CONTROLLERS = "PL0027", Error, "an object has more than one controller owner reference";
     SKIPPED_KIND = "PL0100", Note, "an object kind that does not affect policy is skipped";
     UNSUPPORTED_API = "PL0101", Error, "a policy kind or apiVersion that is not supported";
+    POLICY_SELECTS_NOTHING = "PL0200", Warning, "a policy selects no pod of the inventory";
+    PEER_SELECTS_NOTHING = "PL0201", Warning, "a peer selects no pod of the inventory";
+    POD_NOT_ISOLATED = "PL0202", Warning, "a pod is not isolated by any policy";
+    EGRESS_BLOCKS_DNS = "PL0203", Warning, "egress isolation blocks DNS";
+    RULE_SHADOWED = "PL0204", Warning, "a rule allows nothing that other rules do not already allow";
+    CIDR_CONTAINS_PODS = "PL0205", Warning, "a CIDR peer contains pod addresses, which it does not match";
 }
