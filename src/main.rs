@@ -36,6 +36,13 @@ enum Command {
         /// Print entries per table.
         #[arg(long)]
         stats: bool,
+        /// Identity lock file: numbers in it are kept, and it is rewritten with the
+        /// numbers of this compile. Created when missing. Commit it.
+        #[arg(long)]
+        lock: Option<PathBuf>,
+        /// Forget retired identity numbers in the lock file, so they can be reused.
+        #[arg(long, requires = "lock")]
+        prune_retired: bool,
     },
     /// Check manifests and report every problem, without writing anything.
     Lint {
@@ -65,7 +72,9 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Compile { inputs, output, stats } => compile(&inputs, &output, stats),
+        Command::Compile { inputs, output, stats, lock, prune_retired } => {
+            compile(&inputs, &output, stats, lock.as_deref(), prune_retired)
+        }
         Command::Lint { inputs, deny_warnings, warn_unisolated, format } => {
             let options = compiler::lint::LintOptions { unisolated_pods: warn_unisolated };
             lint(&inputs, deny_warnings, options, format)
@@ -106,9 +115,23 @@ fn report(sources: &Sources, diagnostics: &[policy_lang::Diagnostic]) -> (usize,
     (errors, warnings)
 }
 
-fn compile(inputs: &[PathBuf], output: &PathBuf, stats: bool) -> anyhow::Result<ExitCode> {
+fn compile(
+    inputs: &[PathBuf],
+    output: &PathBuf,
+    stats: bool,
+    lock_path: Option<&std::path::Path>,
+    prune_retired: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut options = compiler::Options::default();
+    if let Some(path) = lock_path.filter(|p| p.exists()) {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        options.lock = compiler::lock::Lock::parse(&text).with_context(|| format!("reading {}", path.display()))?;
+        if prune_retired {
+            options.lock.retired.clear();
+        }
+    }
     let (sources, bundle) = front_end(inputs)?;
-    let compilation = compiler::compile(&sources, &bundle);
+    let compilation = compiler::compile_with(&sources, &bundle, &options);
     let mut diagnostics = bundle.diagnostics.clone();
     diagnostics.extend(compilation.diagnostics.iter().cloned());
     let (errors, warnings) = report(&sources, &diagnostics);
@@ -121,6 +144,12 @@ fn compile(inputs: &[PathBuf], output: &PathBuf, stats: bool) -> anyhow::Result<
     let tmp = output.with_extension("tmp");
     std::fs::write(&tmp, &bytes).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, output).with_context(|| format!("renaming to {}", output.display()))?;
+    if let Some(path) = lock_path {
+        let text = compilation.lock.render();
+        if std::fs::read_to_string(path).ok().as_deref() != Some(text.as_str()) {
+            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        }
+    }
 
     let s = &compilation.stats;
     let mut out = std::io::stdout().lock();

@@ -98,12 +98,17 @@ pub struct Allocator {
 impl Allocator {
     /// Numbers every distinct label set, in sorted order, from [`FIRST_POD_IDENTITY`].
     pub fn allocate<'a>(label_sets: impl IntoIterator<Item = &'a Labels>) -> Allocator {
-        let mut by_labels: BTreeMap<Labels, u32> =
-            label_sets.into_iter().map(|l| (l.clone(), 0)).collect();
-        for (n, id) in by_labels.values_mut().enumerate() {
-            *id = FIRST_POD_IDENTITY + n as u32;
-        }
-        Allocator { by_labels }
+        Allocator::with_lock(label_sets, &crate::lock::Lock::default()).0
+    }
+
+    /// Numbers label sets keeping the numbers `lock` gives them; returns the updated
+    /// lock too. See [`crate::lock`].
+    pub fn with_lock<'a>(
+        label_sets: impl IntoIterator<Item = &'a Labels>,
+        lock: &crate::lock::Lock,
+    ) -> (Allocator, crate::lock::Lock) {
+        let (by_labels, updated) = lock.allocate(label_sets);
+        (Allocator { by_labels }, updated)
     }
 
     pub fn get(&self, labels: &Labels) -> Option<u32> {

@@ -7,13 +7,16 @@
 
 pub mod artifact;
 mod codes;
+pub mod fuzzing;
 pub mod identity;
 pub mod ir;
 pub mod lint;
+pub mod lock;
 mod lower;
+pub mod reference;
 pub mod render;
 pub mod simulate;
 mod solve;
 pub mod tables;
 
-pub use solve::{Analysis, Compilation, MAX_EXPANDED_RANGE, Stats, compile};
+pub use solve::{Analysis, Compilation, MAX_EXPANDED_RANGE, Options, Stats, compile, compile_with};

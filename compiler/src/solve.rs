@@ -28,6 +28,8 @@ pub struct Compilation {
     pub artifact: Artifact,
     pub diagnostics: Vec<Diagnostic>,
     pub stats: Stats,
+    /// The identity lock after this compile, to write back.
+    pub lock: crate::lock::Lock,
     /// What lints need to reason about policies beyond the tables.
     pub analysis: Analysis,
 }
@@ -64,9 +66,21 @@ struct Endpoint<'a> {
     identity: u32,
 }
 
+/// How to compile.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Identity numbers to keep (see [`crate::lock`]); empty for a fresh numbering.
+    pub lock: crate::lock::Lock,
+}
+
+/// Compiles a parsed bundle with default options.
+pub fn compile(sources: &Sources, bundle: &Bundle) -> Compilation {
+    compile_with(sources, bundle, &Options::default())
+}
+
 /// Compiles a parsed bundle. Diagnostics of the bundle are not repeated here; the
 /// caller decides whether errors in it stop the compile.
-pub fn compile(sources: &Sources, bundle: &Bundle) -> Compilation {
+pub fn compile_with(sources: &Sources, bundle: &Bundle, options: &Options) -> Compilation {
     let _span = tracing::info_span!("compile").entered();
     let mut diagnostics = Vec::new();
     let namespaces = namespace_labels(bundle, &mut diagnostics);
@@ -102,9 +116,9 @@ pub fn compile(sources: &Sources, bundle: &Bundle) -> Compilation {
     endpoints.sort_by(|a, b| a.name.cmp(&b.name));
     let identity_labels: Vec<Labels> =
         endpoints.iter().map(|e| identity::identity_labels(&e.labels, &selected_keys)).collect();
-    let allocator = {
+    let (allocator, lock) = {
         let _span = tracing::info_span!("identities").entered();
-        Allocator::allocate(identity_labels.iter())
+        Allocator::with_lock(identity_labels.iter(), &options.lock)
     };
     for (ep, labels) in endpoints.iter_mut().zip(&identity_labels) {
         ep.identity = allocator.get(labels).expect("every endpoint's labels were allocated");
@@ -112,11 +126,12 @@ pub fn compile(sources: &Sources, bundle: &Bundle) -> Compilation {
 
     // Rule cookies, numbered from 1 in policy order.
     let mut rules: Vec<RuleRecord> = Vec::new();
+    let mut cookie_jar = CookieJar::default();
     let mut cookies: Vec<Vec<u32>> = Vec::new();
     for policy in &policies {
         let mut ids = Vec::new();
         for rule in &policy.rules {
-            let cookie = rules.len() as u32 + 1;
+            let cookie = cookie_jar.take(&policy.name, &rule.label);
             ids.push(cookie);
             rules.push(RuleRecord {
                 cookie,
@@ -127,14 +142,14 @@ pub fn compile(sources: &Sources, bundle: &Bundle) -> Compilation {
         }
         cookies.push(ids);
     }
-    let host_cookie = rules.len() as u32 + 1;
+    let host_cookie = cookie_jar.take("built-in", "host");
     rules.push(RuleRecord {
         cookie: host_cookie,
         policy: "built-in".into(),
         rule: "allow traffic from the endpoint's own node".into(),
         location: String::new(),
     });
-    let open_cookie = host_cookie + 1;
+    let open_cookie = cookie_jar.take("built-in", "not isolated");
     rules.push(RuleRecord {
         cookie: open_cookie,
         policy: "built-in".into(),
@@ -164,6 +179,7 @@ pub fn compile(sources: &Sources, bundle: &Bundle) -> Compilation {
     let mut tables: BTreeMap<tables::Table, u32> = BTreeMap::new();
     let mut rule_flows: BTreeMap<u32, (BTreeSet<Pattern>, BTreeSet<usize>)> = BTreeMap::new();
     let mut artifact = Artifact::default();
+    let endpoint_ids = endpoint_ids(&endpoints);
     for (index, ep) in endpoints.iter().enumerate() {
         let mut table_ids = [0u32; 2];
         for (slot, direction) in [Direction::Ingress, Direction::Egress].into_iter().enumerate() {
@@ -205,16 +221,24 @@ pub fn compile(sources: &Sources, bundle: &Bundle) -> Compilation {
         }
         artifact.endpoints.push(EndpointRecord {
             name: ep.name.clone(),
-            endpoint_id: index as u32 + 1,
+            endpoint_id: endpoint_ids[index],
             identity: ep.identity,
             ingress_table: table_ids[0],
             egress_table: table_ids[1],
             addresses: ep.pod.ips.iter().map(|ip| ip.value).collect(),
         });
     }
-    for (table, id) in &tables {
+    let table_ids = table_ids(&tables);
+    for ep in &mut artifact.endpoints {
+        for table in [&mut ep.ingress_table, &mut ep.egress_table] {
+            if *table != 0 {
+                *table = table_ids[table];
+            }
+        }
+    }
+    for (table, interned) in &tables {
         for (pattern, value) in table {
-            artifact.policy.push((pattern.key(*id), *value));
+            artifact.policy.push((pattern.key(table_ids[interned]), *value));
         }
     }
     drop(tables_span);
@@ -272,7 +296,83 @@ pub fn compile(sources: &Sources, bundle: &Bundle) -> Compilation {
         cookies,
         rule_flows,
     };
-    Compilation { artifact, diagnostics, stats, analysis }
+    Compilation { artifact, diagnostics, stats, lock, analysis }
+}
+
+/// Rule cookies are a hash of the policy's and the rule's names, so adding or removing a
+/// policy does not renumber the rules of the others (which would rewrite their table
+/// entries). Collisions move on to the next free number, in policy order. Never 0
+/// (`RULE_NONE`).
+#[derive(Default)]
+struct CookieJar {
+    used: BTreeSet<u32>,
+}
+
+impl CookieJar {
+    fn take(&mut self, policy: &str, rule: &str) -> u32 {
+        let mut id = policy
+            .bytes()
+            .chain([0])
+            .chain(rule.bytes())
+            .fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+        while id == datapath::RULE_NONE || !self.used.insert(id) {
+            id = id.wrapping_add(1);
+        }
+        id
+    }
+}
+
+/// Table numbers come from a hash of the table's content, not from the order tables are
+/// met in: a pod added or removed elsewhere then leaves every other table's number (and
+/// its entries) alone. A table whose content changes gets a new number, so an update
+/// writes the new table completely, then repoints its endpoints, then deletes the old
+/// one: each endpoint switches from the old table to the new one at once. Collisions
+/// move on to the next free number, in content order. Never 0 (0 means "not enforced").
+fn table_ids(tables: &BTreeMap<tables::Table, u32>) -> BTreeMap<u32, u32> {
+    let mut used = BTreeSet::new();
+    tables
+        .iter()
+        .map(|(table, interned)| {
+            let mut hash = 0xcbf2_9ce4_8422_2325_u64;
+            for (pattern, value) in table {
+                let key = pattern.key(0);
+                let fields = [
+                    u64::from(key.identity),
+                    u64::from(key.proto),
+                    u64::from(key.has_port),
+                    u64::from(key.port),
+                    u64::from(value.verdict),
+                    u64::from(value.rule),
+                ];
+                for field in fields {
+                    hash = (hash ^ field).wrapping_mul(0x0000_0100_0000_01b3);
+                }
+            }
+            let mut id = (hash ^ (hash >> 32)) as u32;
+            while id == 0 || !used.insert(id) {
+                id = id.wrapping_add(1);
+            }
+            (*interned, id)
+        })
+        .collect()
+}
+
+/// Endpoint numbers scope conntrack entries in the datapath, so they must not change when
+/// other pods come and go: a renumbered endpoint would lose its tracked connections.
+/// Each is a hash of the endpoint's name, moved on to the next free number on the rare
+/// collision (in name order, so the result is deterministic). Never 0.
+fn endpoint_ids(endpoints: &[Endpoint<'_>]) -> Vec<u32> {
+    let mut used = BTreeSet::new();
+    endpoints
+        .iter()
+        .map(|ep| {
+            let mut id = ep.name.bytes().fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+            while id == 0 || !used.insert(id) {
+                id = id.wrapping_add(1);
+            }
+            id
+        })
+        .collect()
 }
 
 const ANY_FLOW: Pattern = Pattern { identity: reserved::ANY, proto: 0, port: None };
