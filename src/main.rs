@@ -43,6 +43,12 @@ enum Command {
         /// Forget retired identity numbers in the lock file, so they can be reused.
         #[arg(long, requires = "lock")]
         prune_retired: bool,
+        /// Most policy entries allowed (default: the datapath map's capacity).
+        #[arg(long)]
+        max_policy_entries: Option<usize>,
+        /// Most address-table entries allowed (default: the map's capacity).
+        #[arg(long)]
+        max_ipcache_entries: Option<usize>,
     },
     /// Check manifests and report every problem, without writing anything.
     Lint {
@@ -72,8 +78,23 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Compile { inputs, output, stats, lock, prune_retired } => {
-            compile(&inputs, &output, stats, lock.as_deref(), prune_retired)
+        Command::Compile {
+            inputs,
+            output,
+            stats,
+            lock,
+            prune_retired,
+            max_policy_entries,
+            max_ipcache_entries,
+        } => {
+            let mut options = compiler::Options::default();
+            if let Some(n) = max_policy_entries {
+                options.capacity.policy = n;
+            }
+            if let Some(n) = max_ipcache_entries {
+                options.capacity.ipcache = n;
+            }
+            compile(&inputs, &output, stats, lock.as_deref(), prune_retired, options)
         }
         Command::Lint { inputs, deny_warnings, warn_unisolated, format } => {
             let options = compiler::lint::LintOptions { unisolated_pods: warn_unisolated };
@@ -121,8 +142,8 @@ fn compile(
     stats: bool,
     lock_path: Option<&std::path::Path>,
     prune_retired: bool,
+    mut options: compiler::Options,
 ) -> anyhow::Result<ExitCode> {
-    let mut options = compiler::Options::default();
     if let Some(path) = lock_path.filter(|p| p.exists()) {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         options.lock = compiler::lock::Lock::parse(&text).with_context(|| format!("reading {}", path.display()))?;

@@ -71,6 +71,27 @@ struct Endpoint<'a> {
 pub struct Options {
     /// Identity numbers to keep (see [`crate::lock`]); empty for a fresh numbering.
     pub lock: crate::lock::Lock,
+    /// Entry limits per table; exceeding one is an error, never a truncation.
+    pub capacity: Capacity,
+}
+
+/// How many entries each datapath map may hold. The defaults are the capacities the
+/// datapath object is built with; lower limits leave headroom for growth.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacity {
+    pub endpoints: usize,
+    pub ipcache: usize,
+    pub policy: usize,
+}
+
+impl Default for Capacity {
+    fn default() -> Self {
+        Capacity {
+            endpoints: datapath::capacity::ENDPOINTS as usize,
+            ipcache: datapath::capacity::IPCACHE as usize,
+            policy: datapath::capacity::POLICY as usize,
+        }
+    }
 }
 
 /// Compiles a parsed bundle with default options.
@@ -290,6 +311,7 @@ pub fn compile_with(sources: &Sources, bundle: &Bundle, options: &Options) -> Co
         policy_entries: artifact.policy.len(),
     };
     tracing::debug!(?stats, "compiled");
+    check_capacity(&artifact, &options.capacity, &mut diagnostics);
     let analysis = Analysis {
         endpoint_labels: endpoints.iter().map(|e| e.labels.clone()).collect(),
         policies,
@@ -297,6 +319,37 @@ pub fn compile_with(sources: &Sources, bundle: &Bundle, options: &Options) -> Co
         rule_flows,
     };
     Compilation { artifact, diagnostics, stats, lock, analysis }
+}
+
+/// Refuses tables that do not fit their maps, naming the policies that cost most: a
+/// datapath map that is full drops writes, and Cilium users know what random missing
+/// entries do to traffic.
+fn check_capacity(artifact: &Artifact, capacity: &Capacity, diagnostics: &mut Vec<Diagnostic>) {
+    let mut by_policy: BTreeMap<&str, usize> = BTreeMap::new();
+    for (_, value) in &artifact.policy {
+        if let Some(rule) = artifact.rule(value.rule) {
+            *by_policy.entry(rule.policy.as_str()).or_default() += 1;
+        }
+    }
+    let mut costly: Vec<(usize, &str)> = by_policy.into_iter().map(|(p, n)| (n, p)).collect();
+    costly.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+    let top: Vec<String> = costly.iter().take(5).map(|(n, p)| format!("{p} ({n})")).collect();
+    let checks = [
+        ("policy", artifact.policy.len(), capacity.policy, top.join(", ")),
+        ("ipcache", artifact.ipcache.len(), capacity.ipcache, "pod addresses and CIDR prefixes".into()),
+        ("endpoints", artifact.endpoints.len(), capacity.endpoints, "one per pod".into()),
+    ];
+    for (map, used, limit, cost) in checks {
+        if used > limit {
+            diagnostics.push(
+                Diagnostic::new(
+                    codes::CAPACITY_EXCEEDED,
+                    format!("the {map} table needs {used} entries, its limit is {limit}"),
+                )
+                .help(format!("most entries come from: {cost}; raise the limit or narrow those policies")),
+            );
+        }
+    }
 }
 
 /// Rule cookies are a hash of the policy's and the rule's names, so adding or removing a

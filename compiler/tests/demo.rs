@@ -113,3 +113,20 @@ fn pods_with_identical_policy_share_one_table() {
         .collect();
     assert_eq!(tables.len(), a.policy.iter().map(|(k, _)| k.table).collect::<std::collections::BTreeSet<_>>().len());
 }
+
+#[test]
+fn exceeding_a_table_limit_is_an_error_naming_the_costliest_policies() {
+    let (sources, _) = policy_lang::manifest::read_inputs(&[fixture("demo")]).unwrap();
+    let bundle = policy_lang::load_sources(&sources);
+    let options = compiler::Options {
+        capacity: compiler::Capacity { policy: 10, ..compiler::Capacity::default() },
+        ..compiler::Options::default()
+    };
+    let compilation = compiler::compile_with(&sources, &bundle, &options);
+    let errors: Vec<_> = compilation.diagnostics.iter().filter(|d| d.code.code == "PL0300").collect();
+    assert_eq!(errors.len(), 1, "{:?}", compilation.diagnostics);
+    assert!(errors[0].message.contains("needs 16 entries, its limit is 10"), "{}", errors[0].message);
+    // allow-dns contributes 6 entries (two per egress-isolated table), more than any other.
+    let help = errors[0].help.as_deref().unwrap();
+    assert!(help.starts_with("most entries come from: NetworkPolicy shop/allow-dns (6)"), "{help}");
+}
