@@ -1,0 +1,270 @@
+//! Interface bindings: which host-side interface carries which endpoint of the artifact.
+//!
+//! A binding is written `NAME=NAMESPACE/POD`. It is resolved against the artifact (the
+//! endpoint must exist) and against the current network namespace (the interface must
+//! exist there), before anything in the kernel is touched.
+
+use std::{collections::BTreeSet, ffi::CString, fmt, io, str::FromStr};
+
+use compiler::artifact::Artifact;
+use datapath::EndpointInfo;
+
+use crate::error::{Result, RuntimeError};
+
+/// Longest interface name the kernel accepts (`IFNAMSIZ` - 1).
+const MAX_INTERFACE_NAME: usize = 15;
+
+/// How many similar endpoint names an unknown-endpoint error lists at most.
+const MAX_SUGGESTIONS: usize = 5;
+
+/// `NAME=NAMESPACE/POD`: interface `NAME` carries the traffic of endpoint
+/// `NAMESPACE/POD`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Binding {
+    /// The host-side interface, e.g. the node end of a pod's veth pair.
+    pub interface: String,
+    /// The endpoint's `namespace/pod` name in the artifact.
+    pub endpoint: String,
+}
+
+impl FromStr for Binding {
+    type Err = RuntimeError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let invalid = |reason| RuntimeError::InvalidBinding { binding: s.to_owned(), reason };
+        let (interface, endpoint) =
+            s.split_once('=').ok_or_else(|| invalid("expected NAME=NAMESPACE/POD"))?;
+        check_interface_name(interface).map_err(invalid)?;
+        match endpoint.split_once('/') {
+            Some((ns, pod)) if !ns.is_empty() && !pod.is_empty() && !pod.contains('/') => {}
+            _ => return Err(invalid("the endpoint must be NAMESPACE/POD")),
+        }
+        Ok(Binding { interface: interface.to_owned(), endpoint: endpoint.to_owned() })
+    }
+}
+
+impl fmt::Display for Binding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.interface, self.endpoint)
+    }
+}
+
+/// The interface name also names link pins, so besides the kernel's rules (at most 15
+/// bytes, no `/`, no white space) it may not be `.` or `..`.
+pub(crate) fn check_interface_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("the interface name is empty");
+    }
+    if name.len() > MAX_INTERFACE_NAME {
+        return Err("interface names have at most 15 bytes");
+    }
+    if name == "." || name == ".." || name.contains(['/', ':', '\0']) {
+        return Err("the interface name contains '/', ':' or NUL, or is '.' or '..'");
+    }
+    if name.chars().any(char::is_whitespace) {
+        return Err("the interface name contains white space");
+    }
+    Ok(())
+}
+
+/// A binding resolved against the artifact and the network namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BoundInterface {
+    pub interface: String,
+    pub ifindex: u32,
+    /// `namespace/pod`.
+    pub endpoint: String,
+    /// What the endpoints map holds for this interface.
+    pub info: EndpointInfo,
+}
+
+/// Resolves every binding; `ifindex_of` looks an interface up (see
+/// [`ifindex_in_current_netns`]). Fails on the first unknown endpoint or interface, or
+/// on an interface bound twice.
+pub fn resolve(
+    artifact: &Artifact,
+    bindings: &[Binding],
+    mut ifindex_of: impl FnMut(&str) -> io::Result<u32>,
+) -> Result<Vec<BoundInterface>> {
+    let mut seen = BTreeSet::new();
+    let mut bound = Vec::with_capacity(bindings.len());
+    for binding in bindings {
+        if !seen.insert(binding.interface.as_str()) {
+            return Err(RuntimeError::DuplicateInterface { interface: binding.interface.clone() });
+        }
+        let record =
+            artifact.endpoint(&binding.endpoint).ok_or_else(|| RuntimeError::UnknownEndpoint {
+                endpoint: binding.endpoint.clone(),
+                suggestions: similar_endpoints(artifact, &binding.endpoint),
+                known: artifact.endpoints.len(),
+            })?;
+        let ifindex = ifindex_of(&binding.interface).map_err(|source| {
+            RuntimeError::UnknownInterface { interface: binding.interface.clone(), source }
+        })?;
+        tracing::debug!(interface = %binding.interface, ifindex, endpoint = %record.name, "bound");
+        bound.push(BoundInterface {
+            interface: binding.interface.clone(),
+            ifindex,
+            endpoint: record.name.clone(),
+            info: EndpointInfo {
+                endpoint_id: record.endpoint_id,
+                identity: record.identity,
+                ingress_table: record.ingress_table,
+                egress_table: record.egress_table,
+            },
+        });
+    }
+    Ok(bound)
+}
+
+/// The ifindex of `name` in the calling thread's network namespace.
+pub fn ifindex_in_current_netns(name: &str) -> io::Result<u32> {
+    let c_name = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `c_name` is a valid NUL-terminated string that outlives the call.
+    let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
+    if index == 0 { Err(io::Error::last_os_error()) } else { Ok(index) }
+}
+
+/// The name of the interface with this ifindex in the current network namespace.
+pub fn interface_name(ifindex: u32) -> Option<String> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: `buf` has the IF_NAMESIZE bytes if_indextoname may write, NUL included.
+    let name = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
+    if name.is_null() {
+        return None;
+    }
+    // SAFETY: on success if_indextoname wrote a NUL-terminated string into `buf`.
+    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+    Some(name.to_string_lossy().into_owned())
+}
+
+/// Endpoint names close to `wanted`: the same pod in another namespace, or a name a
+/// few typing mistakes away. Closest first.
+fn similar_endpoints(artifact: &Artifact, wanted: &str) -> Vec<String> {
+    let wanted_pod = wanted.rsplit('/').next().unwrap_or(wanted);
+    let budget = (wanted.chars().count() / 3).max(2);
+    let mut scored: Vec<(usize, &str)> = artifact
+        .endpoints
+        .iter()
+        .filter_map(|e| {
+            let distance = edit_distance(wanted, &e.name);
+            let same_pod = e.name.rsplit('/').next() == Some(wanted_pod);
+            (distance <= budget || same_pod).then_some((distance, e.name.as_str()))
+        })
+        .collect();
+    scored.sort();
+    scored.into_iter().take(MAX_SUGGESTIONS).map(|(_, name)| name.to_owned()).collect()
+}
+
+/// Levenshtein distance over characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use compiler::artifact::EndpointRecord;
+
+    use super::*;
+
+    fn artifact(names: &[&str]) -> Artifact {
+        let endpoints = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| EndpointRecord {
+                name: (*name).to_owned(),
+                endpoint_id: i as u32 + 1,
+                identity: 256 + i as u32,
+                ingress_table: 1,
+                egress_table: 0,
+                addresses: vec![],
+            })
+            .collect();
+        Artifact { endpoints, ..Artifact::default() }
+    }
+
+    #[test]
+    fn parses_a_binding() {
+        let b: Binding = "veth1=prod/web".parse().unwrap();
+        assert_eq!(b, Binding { interface: "veth1".into(), endpoint: "prod/web".into() });
+        assert_eq!(b.to_string(), "veth1=prod/web");
+    }
+
+    #[test]
+    fn rejects_malformed_bindings() {
+        for bad in ["veth1", "=prod/web", "veth1=web", "veth1=/web", "veth1=prod/", "a/b=prod/web"]
+        {
+            assert!(
+                matches!(bad.parse::<Binding>(), Err(RuntimeError::InvalidBinding { .. })),
+                "{bad} was accepted"
+            );
+        }
+        let long = "a-very-long-interface=prod/web";
+        assert!(long.parse::<Binding>().is_err());
+    }
+
+    #[test]
+    fn resolves_endpoint_tables_and_ifindex() {
+        let artifact = artifact(&["prod/web", "prod/client"]);
+        let bindings = ["pw=prod/web".parse().unwrap(), "pc=prod/client".parse().unwrap()];
+        let bound =
+            resolve(&artifact, &bindings, |name| Ok(if name == "pw" { 7 } else { 9 })).unwrap();
+        assert_eq!(bound[0].ifindex, 7);
+        assert_eq!(bound[0].info.endpoint_id, 1);
+        assert_eq!(
+            bound[1].info,
+            EndpointInfo { endpoint_id: 2, identity: 257, ingress_table: 1, egress_table: 0 }
+        );
+    }
+
+    #[test]
+    fn unknown_endpoint_lists_close_names() {
+        let artifact = artifact(&["prod/web", "dev/web", "prod/client", "kube-system/dns"]);
+        let err = resolve(&artifact, &["pw=prod/wbe".parse().unwrap()], |_| Ok(1)).unwrap_err();
+        let RuntimeError::UnknownEndpoint { suggestions, .. } = &err else {
+            panic!("unexpected error {err}")
+        };
+        assert_eq!(suggestions.first().map(String::as_str), Some("prod/web"));
+        assert!(!suggestions.contains(&"kube-system/dns".to_owned()));
+        assert!(err.to_string().contains("similar names: prod/web"), "{err}");
+
+        let err = resolve(&artifact, &["pw=staging/web".parse().unwrap()], |_| Ok(1)).unwrap_err();
+        assert!(err.to_string().contains("prod/web"), "same pod elsewhere is close: {err}");
+
+        let err = resolve(&artifact, &["pw=x/zzzzzzzz".parse().unwrap()], |_| Ok(1)).unwrap_err();
+        assert!(err.to_string().contains("4 endpoints, none with a similar name"), "{err}");
+    }
+
+    #[test]
+    fn unknown_interface_and_double_binding_are_errors() {
+        let artifact = artifact(&["prod/web"]);
+        let err = resolve(&artifact, &["nope=prod/web".parse().unwrap()], |_| {
+            Err(io::Error::from_raw_os_error(libc::ENODEV))
+        })
+        .unwrap_err();
+        assert!(matches!(err, RuntimeError::UnknownInterface { .. }), "{err}");
+
+        let twice = ["pw=prod/web".parse().unwrap(), "pw=prod/web".parse().unwrap()];
+        let err = resolve(&artifact, &twice, |_| Ok(3)).unwrap_err();
+        assert!(matches!(err, RuntimeError::DuplicateInterface { .. }), "{err}");
+    }
+
+    #[test]
+    fn edit_distance_counts_single_edits() {
+        assert_eq!(edit_distance("web", "web"), 0);
+        assert_eq!(edit_distance("web", "wbe"), 2);
+        assert_eq!(edit_distance("web", "webs"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+    }
+}

@@ -1,0 +1,98 @@
+//! tcx links of the datapath programs on the host-side interfaces, pinned so that they
+//! stay attached after the process exits.
+//!
+//! A link pin is trusted only while the kernel still lists its program on that
+//! interface and hook: when an interface is deleted its links go with it, and a new
+//! interface of the same name needs a new link even though the old pin is still there.
+
+use aya::programs::{
+    LinkOrder, SchedClassifier, TcAttachType,
+    links::{FdLink, PinnedLink},
+    tc::TcAttachOptions,
+};
+
+use crate::{
+    bindings::ifindex_in_current_netns,
+    error::{Result, RuntimeError},
+    pins::{Hook, PinDir},
+};
+
+/// What a link pin says about an interface and hook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LinkState {
+    /// No pin.
+    Missing,
+    /// The pinned link's program is attached there: nothing to do.
+    Live,
+    /// A pin whose link no longer carries the program there (the interface is gone or
+    /// was replaced): the pin must be removed before a new link is pinned.
+    Stale,
+}
+
+fn attach_type(hook: Hook) -> TcAttachType {
+    match hook {
+        Hook::Ingress => TcAttachType::Ingress,
+        Hook::Egress => TcAttachType::Egress,
+    }
+}
+
+/// Whether the link pinned for `interface` at `hook` is present and still attached.
+pub(crate) fn link_state(pins: &PinDir, interface: &str, hook: Hook) -> Result<LinkState> {
+    let path = pins.link(interface, hook);
+    if path.symlink_metadata().is_err() {
+        return Ok(LinkState::Missing);
+    }
+    if ifindex_in_current_netns(interface).is_err() {
+        return Ok(LinkState::Stale);
+    }
+    let open_err = |source| RuntimeError::OpenLink { path: path.clone(), source: Box::new(source) };
+    let link = FdLink::from(PinnedLink::from_pin(&path).map_err(open_err)?);
+    let program_id = link.info().map_err(open_err)?.program_id();
+    let (_, attached) =
+        SchedClassifier::query_tcx(interface, attach_type(hook)).map_err(|source| {
+            RuntimeError::QueryLinks {
+                interface: interface.to_owned(),
+                hook: hook.name(),
+                source: Box::new(source),
+            }
+        })?;
+    let live = attached.iter().any(|program| program.id() == program_id);
+    Ok(if live { LinkState::Live } else { LinkState::Stale })
+}
+
+/// Attaches `program` at `hook` of `interface` with tcx (after any program already
+/// there) and pins the link. The program must be loaded.
+pub(crate) fn attach(
+    program: &mut SchedClassifier,
+    pins: &PinDir,
+    interface: &str,
+    hook: Hook,
+) -> Result<()> {
+    let attach_err = |source| RuntimeError::Attach {
+        program: hook.program(),
+        hook: hook.name(),
+        interface: interface.to_owned(),
+        source: Box::new(source),
+    };
+    let path = pins.link(interface, hook);
+    let pin_err = |source: Box<dyn std::error::Error + Send + Sync>| RuntimeError::PinLink {
+        interface: interface.to_owned(),
+        path: path.clone(),
+        source,
+    };
+
+    let options = TcAttachOptions::TcxOrder(LinkOrder::default());
+    let id =
+        program.attach_with_options(interface, attach_type(hook), options).map_err(attach_err)?;
+    let link = program.take_link(id).map_err(attach_err)?;
+    let link = FdLink::try_from(link).map_err(|e| pin_err(Box::new(e)))?;
+    link.pin(&path).map_err(|e| pin_err(Box::new(e)))?;
+    tracing::debug!(interface, hook = hook.name(), path = %path.display(), "attached and pinned");
+    Ok(())
+}
+
+/// Removes a link pin. With no other holder of the link, this detaches the program.
+pub(crate) fn unpin(path: &std::path::Path) -> Result<()> {
+    std::fs::remove_file(path)
+        .map_err(|source| RuntimeError::Remove { path: path.to_owned(), source })
+}

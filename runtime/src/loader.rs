@@ -1,0 +1,408 @@
+//! The node operations: install, apply, uninstall and status, over a pin directory.
+//!
+//! `apply` runs these phases, each in its own tracing span:
+//! 1. resolve: bindings against the artifact and the network namespace (nothing in the
+//!    kernel is touched before this succeeds);
+//! 2. prepare: bpffs, the pin directory and its lock, existing map pins checked against
+//!    the object, the object loaded with its maps created or reused by pin;
+//! 3. plan: the live maps read and compared with the desired state;
+//! 4. write: new and changed entries (see [`crate::plan`] for the order);
+//! 5. links: programs attached to interfaces that lack them (after the writes, so the
+//!    first packet already meets the complete policy) and detached from interfaces no
+//!    longer bound (before the deletes, so they pass traffic rather than drop it);
+//! 6. delete: stale entries.
+//!
+//! The bindings of an apply are the node's complete set: an interface bound before and
+//! not named now loses its links and its endpoint entry.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs, io,
+    path::{Path, PathBuf},
+};
+
+use aya::{Ebpf, EbpfLoader, programs::SchedClassifier};
+use compiler::artifact::Artifact;
+use datapath::{EndpointInfo, MetricsValue, Reason, map_names};
+
+use crate::{
+    bindings::{self, Binding, BoundInterface},
+    error::{Result, RuntimeError},
+    kernel::{KernelMaps, open_checked},
+    links::{self, LinkState},
+    maps::{MapBackend, MapName},
+    pins::{DirLock, Hook, PinDir, check_bpffs},
+    plan::{MapChanges, Plan},
+    spec::ObjectSpec,
+    state::MapState,
+};
+
+/// The maps the object pins by name, hence the map pins `uninstall` removes.
+const PINNED_MAPS: [&str; 5] = [
+    map_names::ENDPOINTS,
+    map_names::IPCACHE,
+    map_names::POLICY,
+    map_names::CONNTRACK,
+    map_names::METRICS,
+];
+
+/// What `install` found and did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InstallReport {
+    /// Map pins created by this run.
+    pub created: Vec<String>,
+    /// Map pins that existed with the right layout and were kept with their entries.
+    pub reused: Vec<String>,
+}
+
+/// What `apply` changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// The applied artifact's source digest.
+    pub source_digest: [u8; 32],
+    pub install: InstallReport,
+    /// Entries written and deleted, for the endpoints, ipcache and policy maps.
+    pub changes: Vec<(MapName, MapChanges)>,
+    /// Links created by this run.
+    pub attached: Vec<(String, Hook)>,
+    /// Links that were already in place.
+    pub kept: Vec<(String, Hook)>,
+    /// Links removed because their interface is no longer bound (or is gone).
+    pub detached: Vec<(String, Hook)>,
+}
+
+/// What `uninstall` removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UninstallReport {
+    /// Whether the pin directory existed at all.
+    pub found: bool,
+    pub links: Vec<PathBuf>,
+    pub maps: Vec<PathBuf>,
+    /// Files in the pin directory that policyc did not create, left in place (the
+    /// directory is then kept too).
+    pub foreign: Vec<PathBuf>,
+    /// Whether the pin directory itself was removed.
+    pub removed_dir: bool,
+}
+
+/// The node as `status` sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Status {
+    /// Entries and capacity of each keyed map.
+    pub maps: Vec<MapUsage>,
+    /// Packet and byte counters per reason, summed over CPUs.
+    pub metrics: Vec<(Reason, MetricsValue)>,
+    /// Every interface with an endpoint entry or a link pin, by name.
+    pub interfaces: Vec<InterfaceStatus>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapUsage {
+    pub map: MapName,
+    pub entries: usize,
+    pub capacity: u32,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InterfaceStatus {
+    /// The name, or `ifindex N` for an endpoint entry whose interface is gone.
+    pub name: String,
+    pub ifindex: Option<u32>,
+    /// The endpoint entry, if the interface has one.
+    pub endpoint: Option<EndpointInfo>,
+    /// Hooks with a link pin.
+    pub links: Vec<Hook>,
+}
+
+/// A prepared node: pins checked, the object loaded, the directory locked.
+struct Node {
+    pins: PinDir,
+    spec: ObjectSpec,
+    ebpf: Ebpf,
+    report: InstallReport,
+    programs_loaded: bool,
+    _lock: DirLock,
+}
+
+impl Node {
+    fn prepare(pin_dir: &Path) -> Result<Node> {
+        let _span = tracing::info_span!("prepare", pin_dir = %pin_dir.display()).entered();
+        let pins = PinDir::new(pin_dir);
+        pins.create()?;
+        let lock = pins.lock()?;
+        let spec = ObjectSpec::embedded()?;
+
+        // aya reuses a pinned map whatever its layout: check every existing pin first.
+        let mut report = InstallReport::default();
+        for name in PINNED_MAPS {
+            let path = pins.map(name);
+            if path.symlink_metadata().is_ok() {
+                open_checked(&path, name, &spec)?;
+                report.reused.push(name.to_owned());
+            } else {
+                report.created.push(name.to_owned());
+            }
+        }
+
+        let ebpf = EbpfLoader::new()
+            .default_map_pin_directory(pin_dir)
+            .load(datapath::OBJECT)
+            .map_err(|source| RuntimeError::LoadObject {
+                dir: pin_dir.to_owned(),
+                source: Box::new(source),
+            })?;
+        tracing::debug!(created = ?report.created, reused = ?report.reused, "maps ready");
+        Ok(Node { pins, spec, ebpf, report, programs_loaded: false, _lock: lock })
+    }
+
+    /// Loads both programs into the kernel, once.
+    fn load_programs(&mut self) -> Result<()> {
+        if self.programs_loaded {
+            return Ok(());
+        }
+        let _span = tracing::info_span!("load_programs").entered();
+        for hook in Hook::BOTH {
+            self.program(hook)?.load().map_err(|source| RuntimeError::LoadProgram {
+                name: hook.program(),
+                source: Box::new(source),
+            })?;
+        }
+        self.programs_loaded = true;
+        Ok(())
+    }
+
+    fn program(&mut self, hook: Hook) -> Result<&mut SchedClassifier> {
+        let name = hook.program();
+        let missing = || RuntimeError::MissingInObject { kind: "program", name: name.to_owned() };
+        let program = self.ebpf.program_mut(name).ok_or_else(missing)?;
+        program.try_into().map_err(|_| RuntimeError::MissingInObject {
+            kind: "tc classifier program",
+            name: name.to_owned(),
+        })
+    }
+
+    /// Attaches missing links of the bound interfaces, replaces stale ones, and removes
+    /// the links of interfaces that are not bound.
+    fn sync_links(&mut self, bound: &[BoundInterface], report: &mut ApplyReport) -> Result<()> {
+        let _span = tracing::info_span!("links").entered();
+        for interface in bound {
+            for hook in Hook::BOTH {
+                let name = interface.interface.as_str();
+                match links::link_state(&self.pins, name, hook)? {
+                    LinkState::Live => {
+                        report.kept.push((name.to_owned(), hook));
+                        continue;
+                    }
+                    LinkState::Stale => {
+                        tracing::debug!(
+                            interface = name,
+                            hook = hook.name(),
+                            "replacing stale link pin"
+                        );
+                        links::unpin(&self.pins.link(name, hook))?;
+                    }
+                    LinkState::Missing => {}
+                }
+                self.load_programs()?;
+                let pins = self.pins.clone();
+                links::attach(self.program(hook)?, &pins, name, hook)?;
+                report.attached.push((name.to_owned(), hook));
+            }
+        }
+
+        let wanted: BTreeSet<&str> = bound.iter().map(|b| b.interface.as_str()).collect();
+        for (interface, hook, path) in self.pins.link_pins()? {
+            if !wanted.contains(interface.as_str()) {
+                tracing::debug!(interface, hook = hook.name(), "detaching unbound interface");
+                links::unpin(&path)?;
+                report.detached.push((interface, hook));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Prepares the node without applying anything: checks bpffs, creates the pin
+/// directory, checks or creates the map pins, and loads both programs (so a verifier
+/// rejection shows here). Nothing is attached.
+pub fn install(pin_dir: &Path) -> Result<InstallReport> {
+    let _span = tracing::info_span!("install").entered();
+    let mut node = Node::prepare(pin_dir)?;
+    node.load_programs()?;
+    Ok(node.report)
+}
+
+/// Makes the node enforce `artifact` on the bound interfaces; see the module
+/// documentation for the phases. The maps are compared with their live content, so an
+/// entry changed or added behind policyc's back is repaired, and an apply that changes
+/// nothing writes nothing.
+pub fn apply(pin_dir: &Path, artifact: &Artifact, bindings: &[Binding]) -> Result<ApplyReport> {
+    let _span = tracing::info_span!("apply", pin_dir = %pin_dir.display()).entered();
+    let bound = {
+        let _span = tracing::info_span!("resolve").entered();
+        bindings::resolve(artifact, bindings, bindings::ifindex_in_current_netns)?
+    };
+    let desired = MapState::desired(artifact, &bound)?;
+
+    let mut node = Node::prepare(pin_dir)?;
+    let mut maps = KernelMaps::open(&node.pins, &node.spec)?;
+    let plan = {
+        let _span = tracing::info_span!("plan").entered();
+        Plan::new(&MapState::read(&maps)?, &desired)?
+    };
+    let mut report = ApplyReport {
+        source_digest: artifact.source_digest,
+        install: node.report.clone(),
+        changes: [MapName::Endpoints, MapName::Ipcache, MapName::Policy]
+            .into_iter()
+            .map(|map| (map, plan.changes(map)))
+            .collect(),
+        ..ApplyReport::default()
+    };
+
+    plan.write(&mut maps)?;
+    node.sync_links(&bound, &mut report)?;
+    plan.delete(&mut maps)?;
+    tracing::info!(writes = plan.writes.len(), deletes = plan.deletes.len(), "applied");
+    Ok(report)
+}
+
+/// Removes what policyc pinned in `pin_dir`: link pins first (which detaches the
+/// programs), then map pins, then the directory if nothing else is in it. A missing
+/// directory is already uninstalled.
+pub fn uninstall(pin_dir: &Path) -> Result<UninstallReport> {
+    let _span = tracing::info_span!("uninstall", pin_dir = %pin_dir.display()).entered();
+    let mut report = UninstallReport::default();
+    if pin_dir.symlink_metadata().is_err() {
+        return Ok(report);
+    }
+    report.found = true;
+    // Never remove anything outside bpffs, whatever the caller passed.
+    check_bpffs(pin_dir)?;
+    let pins = PinDir::new(pin_dir);
+    let lock = pins.lock()?;
+
+    for (_, _, path) in pins.link_pins()? {
+        links::unpin(&path)?;
+        report.links.push(path);
+    }
+    for name in PINNED_MAPS {
+        let path = pins.map(name);
+        if path.symlink_metadata().is_ok() {
+            remove(&path, |p| fs::remove_file(p))?;
+            report.maps.push(path);
+        }
+    }
+
+    let links_dir = pins.links();
+    if links_dir.is_dir() {
+        report.foreign.extend(entries(&links_dir)?);
+        if report.foreign.is_empty() {
+            remove(&links_dir, |p| fs::remove_dir(p))?;
+        }
+    }
+    report.foreign.extend(entries(pin_dir)?.into_iter().filter(|p| *p != links_dir));
+    drop(lock);
+    if report.foreign.is_empty() {
+        match fs::remove_dir(pin_dir) {
+            Ok(()) => report.removed_dir = true,
+            // The root of a bpffs mount cannot be removed; its content is gone anyway.
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+            Err(source) => return Err(RuntimeError::Remove { path: pin_dir.to_owned(), source }),
+        }
+    }
+    Ok(report)
+}
+
+/// Reads the maps in `pin_dir`: entries against capacity, counters, bound interfaces.
+pub fn status(pin_dir: &Path) -> Result<Status> {
+    let _span = tracing::info_span!("status", pin_dir = %pin_dir.display()).entered();
+    check_bpffs(pin_dir)?;
+    let pins = PinDir::new(pin_dir);
+    if pins.map(map_names::ENDPOINTS).symlink_metadata().is_err() {
+        return Err(RuntimeError::NotInstalled { path: pin_dir.to_owned() });
+    }
+    let maps = KernelMaps::open(&pins, &ObjectSpec::embedded()?)?;
+    status_of(&maps, &pins.link_pins()?, bindings::interface_name)
+}
+
+/// `status` over any backend; `name_of` names an ifindex.
+fn status_of(
+    maps: &impl MapBackend,
+    link_pins: &[(String, Hook, PathBuf)],
+    name_of: impl Fn(u32) -> Option<String>,
+) -> Result<Status> {
+    let mut status = Status::default();
+    for map in MapName::ALL {
+        let entries = maps.keys(map)?.len();
+        status.maps.push(MapUsage { map, entries, capacity: map.capacity() });
+    }
+    status.metrics = maps.metrics()?;
+
+    let mut interfaces: BTreeMap<String, InterfaceStatus> = BTreeMap::new();
+    for (ifindex, info) in MapState::read(maps)?.endpoints {
+        let name = name_of(ifindex).unwrap_or_else(|| format!("ifindex {ifindex}"));
+        let entry = interfaces.entry(name.clone()).or_default();
+        *entry =
+            InterfaceStatus { name, ifindex: Some(ifindex), endpoint: Some(info), links: vec![] };
+    }
+    for (interface, hook, _) in link_pins {
+        let entry = interfaces.entry(interface.clone()).or_default();
+        entry.name.clone_from(interface);
+        entry.links.push(*hook);
+    }
+    status.interfaces = interfaces.into_values().collect();
+    Ok(status)
+}
+
+fn remove(path: &Path, op: impl Fn(&Path) -> io::Result<()>) -> Result<()> {
+    op(path).map_err(|source| RuntimeError::Remove { path: path.to_owned(), source })
+}
+
+fn entries(dir: &Path) -> Result<Vec<PathBuf>> {
+    let read_err = |source| RuntimeError::ReadDir { path: dir.to_owned(), source };
+    let mut paths = fs::read_dir(dir)
+        .map_err(read_err)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<io::Result<Vec<_>>>()
+        .map_err(read_err)?;
+    paths.sort();
+    Ok(paths)
+}
+
+#[cfg(test)]
+mod tests {
+    use datapath::Reason;
+
+    use super::*;
+    use crate::testing::FakeMaps;
+
+    #[test]
+    fn status_merges_endpoint_entries_and_link_pins_by_interface() {
+        let mut maps = FakeMaps::default();
+        let info =
+            EndpointInfo { endpoint_id: 1, identity: 256, ingress_table: 3, egress_table: 0 };
+        maps.state.endpoints.insert(7, info);
+        maps.state.endpoints.insert(8, info);
+        maps.metrics = vec![(Reason::DropNoPolicy, MetricsValue { packets: 4, bytes: 240 })];
+        let pins = [
+            ("pw".to_owned(), Hook::Ingress, PathBuf::from("/p/links/pw_ingress")),
+            ("pw".to_owned(), Hook::Egress, PathBuf::from("/p/links/pw_egress")),
+            ("old".to_owned(), Hook::Ingress, PathBuf::from("/p/links/old_ingress")),
+        ];
+
+        let status = status_of(&maps, &pins, |i| (i == 7).then(|| "pw".to_owned())).unwrap();
+
+        let endpoints = status.maps.iter().find(|m| m.map == MapName::Endpoints).unwrap();
+        assert_eq!((endpoints.entries, endpoints.capacity), (2, datapath::capacity::ENDPOINTS));
+        let names: Vec<&str> = status.interfaces.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["ifindex 8", "old", "pw"]);
+        let pw = &status.interfaces[2];
+        assert_eq!(
+            (pw.ifindex, pw.endpoint, pw.links.clone()),
+            (Some(7), Some(info), vec![Hook::Ingress, Hook::Egress])
+        );
+        assert_eq!(status.interfaces[1].endpoint, None);
+        assert_eq!(status.metrics[0].1.packets, 4);
+    }
+}

@@ -1,0 +1,276 @@
+//! Helpers of the kernel end-to-end test: the privilege check, a throwaway topology of
+//! network namespaces (one "node", one per pod), and traffic between them.
+//!
+//! Every name carries the test process id, so parallel or leftover runs never collide,
+//! and [`Topology`] removes everything it made when dropped, also when a test panics.
+
+pub mod traffic;
+
+use std::{
+    ffi::CString,
+    fs,
+    os::{
+        fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+        unix::ffi::OsStrExt,
+    },
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+/// `BPF_FS_MAGIC` from `<linux/magic.h>`.
+const BPF_FS_MAGIC: u64 = 0xcafe_4a11;
+const BPFFS: &str = "/sys/fs/bpf";
+
+/// Whether this machine can run the test. Without the privileges, a CI run (`CI=true`)
+/// fails, because a kernel test that silently skips in CI tests nothing; elsewhere the
+/// test is skipped with the reason.
+pub fn available() -> bool {
+    match check_privileges() {
+        Ok(()) => true,
+        Err(reason) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("the kernel test cannot run in CI: {reason}")
+        }
+        Err(reason) => {
+            eprintln!("skipping kernel test: {reason}");
+            false
+        }
+    }
+}
+
+fn check_privileges() -> Result<(), String> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("not running as root".into());
+    }
+    for tool in ["ip", "nsenter", "ping", "mount"] {
+        let found = Command::new(tool).arg("-V").output().is_ok();
+        if !found {
+            return Err(format!("`{tool}` is not installed"));
+        }
+    }
+    if filesystem_type(Path::new(BPFFS)) != Some(BPF_FS_MAGIC) {
+        let out = run(Command::new("mount").args(["-t", "bpf", "bpf", BPFFS]));
+        if filesystem_type(Path::new(BPFFS)) != Some(BPF_FS_MAGIC) {
+            return Err(format!("no bpffs at {BPFFS} and mounting one failed: {}", text(&out)));
+        }
+    }
+    trial_map_create()
+}
+
+fn filesystem_type(path: &Path) -> Option<u64> {
+    let c_path = CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut buf = std::mem::MaybeUninit::<libc::statfs>::zeroed();
+    // SAFETY: NUL-terminated path and a statfs-sized buffer, both alive during the call.
+    let rc = unsafe { libc::statfs(c_path.as_ptr(), buf.as_mut_ptr()) };
+    // SAFETY: statfs filled the buffer when it returned 0.
+    (rc == 0).then(|| unsafe { buf.assume_init() }.f_type as u64 & 0xffff_ffff)
+}
+
+/// Creates and closes a one-entry array map: the kernel refuses it without CAP_BPF (or
+/// with BPF disabled), which is what the test needs to know.
+fn trial_map_create() -> Result<(), String> {
+    const BPF_MAP_TYPE_ARRAY: u32 = 2;
+    create_map(BPF_MAP_TYPE_ARRAY, 4, 4, 1)
+        .map(drop)
+        .map_err(|e| format!("BPF_MAP_CREATE failed: {e}"))
+}
+
+/// `BPF_MAP_CREATE` of a map without name or BTF.
+pub fn create_map(
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+) -> std::io::Result<OwnedFd> {
+    /// The first fields of `union bpf_attr` for `BPF_MAP_CREATE`; the kernel treats the
+    /// rest as zero.
+    #[repr(C)]
+    struct MapCreate {
+        map_type: u32,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+    }
+    const BPF_MAP_CREATE: libc::c_long = 0;
+    let attr = MapCreate { map_type, key_size, value_size, max_entries };
+    // SAFETY: `attr` is a valid prefix of bpf_attr and its size is passed with it.
+    let fd = unsafe {
+        libc::syscall(libc::SYS_bpf, BPF_MAP_CREATE, &attr, size_of::<MapCreate>() as libc::c_uint)
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the syscall returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `BPF_OBJ_PIN` of `fd` at `path`, which must be on bpffs.
+pub fn pin_object(fd: &OwnedFd, path: &Path) -> std::io::Result<()> {
+    /// The fields of `union bpf_attr` for `BPF_OBJ_PIN`.
+    #[repr(C)]
+    struct ObjPin {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+    }
+    const BPF_OBJ_PIN: libc::c_long = 6;
+    let c_path = CString::new(path.as_os_str().as_bytes())?;
+    let attr =
+        ObjPin { pathname: c_path.as_ptr() as u64, bpf_fd: fd.as_raw_fd() as u32, file_flags: 0 };
+    // SAFETY: `attr` is a valid prefix of bpf_attr whose path points into `c_path`,
+    // which outlives the call.
+    let rc = unsafe {
+        libc::syscall(libc::SYS_bpf, BPF_OBJ_PIN, &attr, size_of::<ObjPin>() as libc::c_uint)
+    };
+    if rc < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// Runs a command to completion; a command that cannot start is reported in the output.
+pub fn run(command: &mut Command) -> Output {
+    command.output().unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"))
+}
+
+/// Runs a command that must succeed.
+pub fn must(command: &mut Command) -> Output {
+    let out = run(command);
+    assert!(out.status.success(), "{command:?} failed: {}", text(&out));
+    out
+}
+
+/// stdout and stderr of a finished command, for messages.
+pub fn text(out: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A pod: its network namespace and the host-side end of its veth pair in the node.
+#[derive(Debug)]
+pub struct Pod {
+    /// `namespace/pod`, as in the fixture.
+    pub endpoint: &'static str,
+    pub netns: String,
+    pub host_veth: String,
+    pub ip: [u8; 4],
+}
+
+/// A node namespace with a bridge, and one namespace per pod plugged into it with a
+/// veth pair. Dropping it uninstalls policyc and deletes every namespace and pin.
+#[derive(Debug)]
+pub struct Topology {
+    pub node: String,
+    pub pods: Vec<Pod>,
+    pub pin_dir: PathBuf,
+    pub work_dir: PathBuf,
+    node_binary: PathBuf,
+}
+
+impl Topology {
+    /// Builds the topology; `pods` are (endpoint name, short tag, address), the tag
+    /// naming the namespace and the host-side veth.
+    pub fn create(pods: &[(&'static str, &str, [u8; 4])], node_binary: &Path) -> Topology {
+        let id = std::process::id();
+        let work_dir = std::env::temp_dir().join(format!("policyc-e2e-{id}"));
+        fs::create_dir_all(&work_dir).expect("creating the test's work directory");
+        let mut topology = Topology {
+            node: format!("pcn{id}-node"),
+            pods: Vec::new(),
+            pin_dir: PathBuf::from(format!("{BPFFS}/policyc-test-{id}")),
+            work_dir,
+            node_binary: node_binary.to_owned(),
+        };
+        // From here on, a failure drops `topology`, which removes what was made so far.
+        let bridge = format!("pb{id}");
+        must(Command::new("ip").args(["netns", "add", &topology.node]));
+        topology.ip_node(&["link", "set", "lo", "up"]);
+        topology.ip_node(&["link", "add", &bridge, "type", "bridge"]);
+        topology.ip_node(&["link", "set", &bridge, "up"]);
+        for (endpoint, tag, ip) in pods {
+            let pod = Pod {
+                endpoint,
+                netns: format!("pcn{id}-{tag}"),
+                host_veth: format!("p{tag}{id}"),
+                ip: *ip,
+            };
+            assert!(pod.host_veth.len() <= 15, "interface name {} is too long", pod.host_veth);
+            must(Command::new("ip").args(["netns", "add", &pod.netns]));
+            topology.pods.push(pod);
+            let pod = topology.pods.last().expect("just pushed");
+            let (veth, netns) = (pod.host_veth.clone(), pod.netns.clone());
+            let address = format!("{}.{}.{}.{}/24", ip[0], ip[1], ip[2], ip[3]);
+            topology.ip_node(&[
+                "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &netns,
+            ]);
+            topology.ip_node(&["link", "set", &veth, "master", &bridge, "up"]);
+            for args in [
+                &["addr", "add", &address, "dev", "eth0"][..],
+                &["link", "set", "eth0", "up"],
+                &["link", "set", "lo", "up"],
+            ] {
+                must(Command::new("ip").arg("-n").arg(&netns).args(args));
+            }
+        }
+        topology
+    }
+
+    fn ip_node(&self, args: &[&str]) {
+        must(Command::new("ip").arg("-n").arg(&self.node).args(args));
+    }
+
+    pub fn pod(&self, endpoint: &str) -> &Pod {
+        self.pods
+            .iter()
+            .find(|p| p.endpoint == endpoint)
+            .unwrap_or_else(|| panic!("no pod {endpoint}"))
+    }
+
+    /// `policyc-node ARGS --pin-dir <test pins>` inside the node namespace. `nsenter`
+    /// enters only the network namespace; `ip netns exec` would also remount /sys and
+    /// hide bpffs.
+    pub fn policyc_node(&self, args: &[&str]) -> Output {
+        run(Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.node))
+            .arg(&self.node_binary)
+            .args(args)
+            .arg("--pin-dir")
+            .arg(&self.pin_dir)
+            .env("RUST_LOG", "info"))
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        // Best effort throughout: cleanup must go on past any failure, and must not
+        // panic while a failed test is already unwinding.
+        if self.pin_dir.exists() {
+            let out = self.policyc_node(&["uninstall"]);
+            if !out.status.success() {
+                eprintln!("cleanup: policyc-node uninstall failed: {}", text(&out));
+            }
+        }
+        for netns in self.pods.iter().map(|p| &p.netns).chain([&self.node]) {
+            let _ = Command::new("ip").args(["netns", "delete", netns]).output();
+        }
+        let _ = fs::remove_dir_all(&self.pin_dir);
+        let _ = fs::remove_dir_all(&self.work_dir);
+    }
+}
+
+/// Runs `f` on a new thread that has entered the network namespace `/run/netns/<netns>`.
+/// Sockets made there stay in that namespace wherever they are used afterwards.
+pub fn in_netns<T: Send + 'static>(netns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{netns}");
+    std::thread::spawn(move || {
+        let file = fs::File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
+        // SAFETY: setns only reads the descriptor, which `file` keeps open; it changes
+        // the namespace of this thread alone, a thread made for this purpose.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns into {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}

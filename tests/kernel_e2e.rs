@@ -1,0 +1,315 @@
+//! End to end on the real kernel: `policyc compile` turns `fixtures/e2e` into an
+//! artifact, `policyc-node apply` enforces it on veth pairs whose pod ends live in their
+//! own network namespaces, and real TCP, UDP and ICMP traffic is checked against what the
+//! fixture's policies say, before (everything passes) and after.
+//!
+//! Needs root, bpffs and BPF. Without them the test is skipped with the reason, except
+//! under `CI=true`, where it fails: see `kernel::available`.
+#![expect(clippy::print_stderr, reason = "the test reports its progress and why it skips")]
+
+mod kernel;
+
+use std::{fmt, path::Path, process::Command};
+
+use compiler::artifact::Artifact;
+use datapath::{PolicyKey, PolicyValue, VERDICT_ALLOW, VERDICT_DENY};
+use kernel::{
+    Topology, must, text,
+    traffic::{Probe, check},
+};
+use runtime::{MapBackend, MapEntry, MapKey, kernel::KernelMaps, pins::PinDir, spec::ObjectSpec};
+
+const WEB: &str = "prod/web";
+const CLIENT: &str = "prod/client";
+const INTRUDER: &str = "dev/intruder";
+
+/// The pods of `fixtures/e2e/cluster.yaml`: endpoint, tag for names, address.
+const PODS: [(&str, &str, [u8; 4]); 3] = [
+    (WEB, "w", [198, 18, 0, 10]),
+    (CLIENT, "c", [198, 18, 0, 11]),
+    (INTRUDER, "i", [198, 18, 0, 12]),
+];
+
+/// One expectation of `fixtures/e2e/policies.yaml`.
+struct Case {
+    from: &'static str,
+    to: &'static str,
+    probe: Probe,
+    allowed: bool,
+    why: &'static str,
+}
+
+impl fmt::Display for Case {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let probe = match self.probe {
+            Probe::Tcp(port) => format!("TCP {port}"),
+            Probe::Udp(port) => format!("UDP {port}"),
+            Probe::Ping => "ping".to_owned(),
+        };
+        write!(f, "{} -> {} {probe}", self.from, self.to)
+    }
+}
+
+const CASES: [Case; 7] = [
+    Case {
+        from: CLIENT,
+        to: WEB,
+        probe: Probe::Tcp(8080),
+        allowed: true,
+        why: "web-ingress allows TCP 8080 from app=client, client-egress allows web",
+    },
+    Case {
+        from: CLIENT,
+        to: WEB,
+        probe: Probe::Tcp(9090),
+        allowed: false,
+        why: "web-ingress allows only TCP 8080 and UDP 5353",
+    },
+    Case {
+        from: CLIENT,
+        to: WEB,
+        probe: Probe::Udp(5353),
+        allowed: true,
+        why: "web-ingress allows UDP 5353 from app=client; the echo is a reply",
+    },
+    Case {
+        from: INTRUDER,
+        to: WEB,
+        probe: Probe::Tcp(8080),
+        allowed: false,
+        why: "web-ingress's podSelector only matches pods of prod",
+    },
+    Case {
+        from: CLIENT,
+        to: INTRUDER,
+        probe: Probe::Tcp(8080),
+        allowed: false,
+        why: "client-egress allows only app=web",
+    },
+    Case {
+        from: CLIENT,
+        to: WEB,
+        probe: Probe::Ping,
+        allowed: false,
+        why: "web-ingress allows no ICMP",
+    },
+    Case {
+        from: INTRUDER,
+        to: CLIENT,
+        probe: Probe::Ping,
+        allowed: true,
+        why: "client's ingress is not isolated, and its isolated egress lets the reply \
+              of a tracked flow out",
+    },
+];
+
+#[test]
+fn enforces_the_e2e_fixture_on_veth_pods() {
+    if !kernel::available() {
+        return;
+    }
+    let topology = Topology::create(&PODS, Path::new(env!("CARGO_BIN_EXE_policyc-node")));
+    let pod = |endpoint| topology.pod(endpoint);
+
+    let artifact_path = topology.work_dir.join("e2e.artifact");
+    must(
+        Command::new(env!("CARGO_BIN_EXE_policyc"))
+            .arg("compile")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/e2e"))
+            .arg("-o")
+            .arg(&artifact_path),
+    );
+    let artifact = Artifact::decode(&std::fs::read(&artifact_path).expect("reading the artifact"))
+        .expect("policyc compile wrote an artifact that does not decode");
+
+    eprintln!("baseline, no policy applied: every case must pass");
+    for case in &CASES {
+        if let Err(e) = check(pod(case.from), pod(case.to), case.probe, true) {
+            panic!("baseline: {case} must pass before any policy is applied: {e}");
+        }
+    }
+
+    let bindings: Vec<String> =
+        topology.pods.iter().map(|p| format!("{}={}", p.host_veth, p.endpoint)).collect();
+    let mut apply_args = vec!["apply", artifact_path.to_str().expect("UTF-8 temp path")];
+    for binding in &bindings {
+        apply_args.extend(["--iface", binding]);
+    }
+    refuses_a_pinned_map_of_another_layout(&topology, &apply_args);
+
+    let first = topology.policyc_node(&apply_args);
+    assert!(first.status.success(), "policyc-node apply failed: {}", text(&first));
+    let summary = String::from_utf8_lossy(&first.stdout).into_owned();
+    eprintln!("{summary}");
+    assert_eq!(changes(&summary, "policyc_endpoints"), (3, 0), "{summary}");
+    assert_eq!(summary.matches("(ingress)").count() + summary.matches("(egress)").count(), 6);
+
+    check_cases(&topology, "after apply");
+
+    let again = topology.policyc_node(&apply_args);
+    assert!(again.status.success(), "second apply failed: {}", text(&again));
+    let again = String::from_utf8_lossy(&again.stdout).into_owned();
+    for map in ["policyc_endpoints", "policyc_ipcache", "policyc_policy"] {
+        assert_eq!(changes(&again, map), (0, 0), "a repeated apply must write nothing:\n{again}");
+    }
+    assert!(again.contains("attached: none"), "a repeated apply must not attach again:\n{again}");
+
+    repairs_drift(&topology, &artifact, &apply_args);
+    detaches_interfaces_no_longer_bound(&topology, &apply_args);
+
+    let status = topology.policyc_node(&["status"]);
+    assert!(status.status.success(), "policyc-node status failed: {}", text(&status));
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    eprintln!("{status}");
+    let policy_drops =
+        counter(&status, "POLICYC_DROP_NO_POLICY") + counter(&status, "POLICYC_DROP_POLICY_DENY");
+    assert!(policy_drops > 0, "blocked cases must show as policy drops:\n{status}");
+    assert!(counter(&status, "POLICYC_PASS_POLICY") > 0, "{status}");
+    assert!(counter(&status, "POLICYC_PASS_REPLY") > 0, "{status}");
+
+    let out = topology.policyc_node(&["uninstall"]);
+    assert!(out.status.success(), "policyc-node uninstall failed: {}", text(&out));
+    assert!(!topology.pin_dir.exists(), "uninstall must remove {}", topology.pin_dir.display());
+    let blocked_before = &CASES[5];
+    if let Err(e) =
+        check(pod(blocked_before.from), pod(blocked_before.to), blocked_before.probe, true)
+    {
+        panic!("after uninstall, {blocked_before} must pass again: {e}");
+    }
+}
+
+/// aya silently reuses a pinned map of the right name whatever its layout, so
+/// `policyc-node` must check: a policyc_endpoints pin with the wrong value size and
+/// capacity must stop the apply, with both layouts in the message.
+fn refuses_a_pinned_map_of_another_layout(topology: &Topology, apply_args: &[&str]) {
+    const BPF_MAP_TYPE_HASH: u32 = 1;
+    std::fs::create_dir_all(&topology.pin_dir).expect("creating the pin directory");
+    let path = topology.pin_dir.join("policyc_endpoints");
+    let map = kernel::create_map(BPF_MAP_TYPE_HASH, 4, 8, 16).expect("creating a foreign map");
+    kernel::pin_object(&map, &path).expect("pinning the foreign map");
+
+    let out = topology.policyc_node(apply_args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "apply must refuse a mismatched pinned map: {}", text(&out));
+    for expected in [
+        "pinned map policyc_endpoints",
+        "hash (key 4 bytes, value 8 bytes, 16 entries",
+        "hash (key 4 bytes, value 16 bytes, 4096 entries",
+    ] {
+        assert!(stderr.contains(expected), "the error must say {expected:?}: {stderr}");
+    }
+    let links = std::fs::read_dir(topology.pin_dir.join("links")).map_or(0, Iterator::count);
+    assert_eq!(links, 0, "nothing may be attached after a refused apply");
+    std::fs::remove_file(&path).expect("removing the foreign map");
+}
+
+/// The bindings of an apply are the complete set: leaving one out detaches it, and
+/// naming it again attaches it again.
+fn detaches_interfaces_no_longer_bound(topology: &Topology, apply_args: &[&str]) {
+    let intruder = topology.pod(INTRUDER);
+    let binding = format!("{}={}", intruder.host_veth, intruder.endpoint);
+    let without: Vec<&str> = apply_args
+        .iter()
+        .enumerate()
+        .filter(|&(i, arg)| *arg != binding && apply_args.get(i + 1) != Some(&binding.as_str()))
+        .map(|(_, arg)| *arg)
+        .collect();
+    assert_eq!(without.len() + 2, apply_args.len(), "{without:?}");
+
+    let out = topology.policyc_node(&without);
+    assert!(out.status.success(), "apply without the intruder failed: {}", text(&out));
+    let summary = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(changes(&summary, "policyc_endpoints"), (0, 1), "{summary}");
+    let detached = format!("detached: {0} (ingress), {0} (egress)", intruder.host_veth);
+    assert!(summary.contains(&detached), "expected {detached:?} in:\n{summary}");
+
+    let out = topology.policyc_node(apply_args);
+    assert!(out.status.success(), "apply with the intruder again failed: {}", text(&out));
+    let summary = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(changes(&summary, "policyc_endpoints"), (1, 0), "{summary}");
+    let attached = format!("attached: {0} (ingress), {0} (egress)", intruder.host_veth);
+    assert!(summary.contains(&attached), "expected {attached:?} in:\n{summary}");
+}
+
+/// Checks every case and fails with the list of all that went wrong.
+fn check_cases(topology: &Topology, when: &str) {
+    let mut wrong = Vec::new();
+    for case in &CASES {
+        let result =
+            check(topology.pod(case.from), topology.pod(case.to), case.probe, case.allowed);
+        let verdict = if case.allowed { "allowed" } else { "blocked" };
+        match (case.allowed, result) {
+            (true, Ok(())) | (false, Err(_)) => eprintln!("{when}: ok, {case} {verdict}"),
+            (true, Err(e)) => wrong.push(format!("{case} must pass ({}): {e}", case.why)),
+            (false, Ok(())) => wrong.push(format!("{case} must be blocked ({})", case.why)),
+        }
+    }
+    assert!(wrong.is_empty(), "{when}:\n{}", wrong.join("\n"));
+}
+
+/// Changes the live policy map behind policyc's back (a stray allow of TCP 9090 and the
+/// TCP 8080 allow turned into a deny), checks that the kernel obeys the change, and that
+/// the next apply puts everything back.
+fn repairs_drift(topology: &Topology, artifact: &Artifact, apply_args: &[&str]) {
+    let web = artifact.endpoint(WEB).expect("the artifact has prod/web");
+    let client = artifact.endpoint(CLIENT).expect("the artifact has prod/client");
+    let key = |port| PolicyKey {
+        table: web.ingress_table,
+        identity: client.identity,
+        proto: 6,
+        has_port: 1,
+        port,
+    };
+    let value = |verdict, rule| PolicyValue { verdict, pad: [0; 3], rule };
+
+    let pins = PinDir::new(&topology.pin_dir);
+    let mut maps =
+        KernelMaps::open(&pins, &ObjectSpec::embedded().unwrap()).expect("opening the pinned maps");
+    let Some(MapEntry::Policy(_, allowed)) = maps.get(&MapKey::Policy(key(8080))).unwrap() else {
+        panic!("the policy map has no entry for client -> web TCP 8080");
+    };
+    maps.update(&MapEntry::Policy(key(9090), value(VERDICT_ALLOW, allowed.rule))).unwrap();
+    maps.update(&MapEntry::Policy(key(8080), value(VERDICT_DENY, allowed.rule))).unwrap();
+
+    let (client_pod, web_pod) = (topology.pod(CLIENT), topology.pod(WEB));
+    check(client_pod, web_pod, Probe::Tcp(9090), true)
+        .unwrap_or_else(|e| panic!("the stray allow of TCP 9090 must take effect: {e}"));
+    assert!(
+        check(client_pod, web_pod, Probe::Tcp(8080), false).is_err(),
+        "the deny written over TCP 8080 must take effect"
+    );
+
+    let out = topology.policyc_node(apply_args);
+    assert!(out.status.success(), "apply after drift failed: {}", text(&out));
+    let summary = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        changes(&summary, "policyc_policy"),
+        (1, 1),
+        "the apply must rewrite one entry and delete one:\n{summary}"
+    );
+    check_cases(topology, "after drift repair");
+}
+
+/// (written, deleted) for `map` in an apply summary.
+fn changes(summary: &str, map: &str) -> (usize, usize) {
+    let line = summary
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(map))
+        .unwrap_or_else(|| panic!("no line for {map} in:\n{summary}"));
+    let numbers: Vec<usize> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    assert_eq!(numbers.len(), 2, "unexpected summary line {line:?}");
+    (numbers[0], numbers[1])
+}
+
+/// The packet count of a reason in `policyc-node status` output.
+fn counter(status: &str, reason: &str) -> u64 {
+    let line = status
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(reason))
+        .unwrap_or_else(|| panic!("no counter {reason} in:\n{status}"));
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    fields
+        .get(2)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("bad counter line {line:?}"))
+}
