@@ -165,6 +165,10 @@ fn span_of(location: &serde_saphyr::Location, file: FileId) -> Span {
 /// Parses every document of a file. A syntax error anywhere fails the whole file with
 /// one diagnostic at the parser's position: the YAML parser cannot resynchronise, and a
 /// half-read file would silently lose objects.
+#[expect(
+    clippy::result_large_err,
+    reason = "at most one error per file, moved once; boxing would only add noise"
+)]
 pub fn parse_documents(text: &str, file: FileId) -> Result<Vec<Node>, Diagnostic> {
     let options = serde_saphyr::options! {
         // `yes`, `on` and `y` stay strings, as in YAML 1.2 and JSON: a label value
@@ -176,12 +180,15 @@ pub fn parse_documents(text: &str, file: FileId) -> Result<Vec<Node>, Diagnostic
         Err(err) => {
             let span = err.location().map(|l| span_of(&l, file));
             let message = first_line(&err.to_string());
-            let mut diag = Diagnostic::new(codes::YAML_SYNTAX, format!("cannot parse: {message}"))
-                .help("fix the YAML syntax here; the rest of this file was not read");
-            if let Some(span) = span.filter(|s| s.line > 0) {
-                diag = diag.at(span, "the parser stopped here");
-            }
-            Err(diag)
+            // Limits such as the alias-expansion budget are reported without a position;
+            // the start of the file is then the most precise place we have.
+            let (span, label) = match span.filter(|s| s.line > 0) {
+                Some(span) => (span, "the parser stopped here"),
+                None => (crate::Span { file, line: 1, col: 1, len: 0 }, "in this file"),
+            };
+            Err(Diagnostic::new(codes::YAML_SYNTAX, format!("cannot parse: {message}"))
+                .at(span, label)
+                .help("fix the YAML here; the rest of this file was not read"))
         }
     }
 }
@@ -192,10 +199,10 @@ fn first_line(message: &str) -> String {
     let mut line = message.lines().next().unwrap_or(message).trim();
     line = line.strip_prefix("error:").unwrap_or(line).trim_start();
     // "line 2 column 2: illegal ..." repeats what the span already says.
-    if let Some(rest) = line.strip_prefix("line ") {
-        if let Some((_, after)) = rest.split_once(": ") {
-            line = after;
-        }
+    if let Some(rest) = line.strip_prefix("line ")
+        && let Some((_, after)) = rest.split_once(": ")
+    {
+        line = after;
     }
     line.trim_end_matches('.').to_owned()
 }
