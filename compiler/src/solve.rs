@@ -12,7 +12,7 @@ use crate::artifact::{Artifact, EndpointRecord, IdentityRecord, RuleRecord};
 use crate::codes;
 use crate::identity::{self, Allocator, FIRST_CIDR_IDENTITY, reserved};
 use crate::ir::{Action, Entity, Peer, Policy, PortMatch, PortSpec, Rule};
-use crate::lower;
+use crate::{lower, lower_cilium};
 use crate::tables::{self, Entry, Pattern, Verdict};
 
 /// Port ranges are written as one exact key per port until the datapath has range
@@ -109,7 +109,12 @@ pub fn compile_with(sources: &Sources, bundle: &Bundle, options: &Options) -> Co
     // Lower every policy, in a deterministic order.
     let mut policies: Vec<Policy> = {
         let _span = tracing::info_span!("lower").entered();
-        bundle.network_policies.iter().map(lower::network_policy).collect()
+        bundle
+            .network_policies
+            .iter()
+            .map(lower::network_policy)
+            .chain(bundle.cilium_policies.iter().flat_map(lower_cilium::cilium_policy))
+            .collect()
     };
     policies.sort_by(|a, b| (a.tier, a.priority, &a.name).cmp(&(b.tier, b.priority, &b.name)));
 
@@ -120,9 +125,12 @@ pub fn compile_with(sources: &Sources, bundle: &Bundle, options: &Options) -> Co
         .flat_map(|s| s.match_labels.keys().chain(s.match_expressions.iter().map(|r| &r.key)))
         .cloned()
         .collect();
+    // Pods on the host network are the node as far as the network sees them: they have
+    // the node's address and no interface of their own, so they are not endpoints.
     let mut endpoints: Vec<Endpoint<'_>> = bundle
         .pods
         .iter()
+        .filter(|pod| !pod.host_network)
         .map(|pod| Endpoint {
             pod,
             name: format!("{}/{}", pod.meta.namespace, pod.meta.name.value),
@@ -283,12 +291,31 @@ pub fn compile_with(sources: &Sources, bundle: &Bundle, options: &Options) -> Co
             IpcacheValue { identity: *id, flags: 0 },
         ));
     }
+    // Node addresses are remote nodes. The artifact serves every node alike, so a node's
+    // own address is not told apart here: traffic from the local node is allowed by the
+    // built-in host rule, keyed on the host identity the node runtime gives its own
+    // addresses.
+    let mut has_nodes = false;
+    for node in &bundle.nodes {
+        for address in &node.addresses {
+            let (family, addr, bits) = address_bytes(address.ip.value);
+            artifact.ipcache.push((
+                IpcacheKey::new(family, addr, bits),
+                IpcacheValue { identity: reserved::REMOTE_NODE, flags: 0 },
+            ));
+            has_nodes = true;
+        }
+    }
     artifact.ipcache.sort();
     artifact.ipcache.dedup_by(|a, b| a.0 == b.0);
 
     // Identities, with labels for observability.
     for (id, name) in [(reserved::HOST, "reserved:host"), (reserved::WORLD, "reserved:world")] {
         artifact.identities.push(IdentityRecord { id, labels: vec![(name.into(), String::new())] });
+    }
+    if has_nodes {
+        let labels = vec![("reserved:remote-node".into(), String::new())];
+        artifact.identities.push(IdentityRecord { id: reserved::REMOTE_NODE, labels });
     }
     for (labels, id) in allocator.iter() {
         let labels = labels.iter().map(|(k, v)| (format!("k8s:{k}"), v.clone())).collect();
@@ -440,7 +467,12 @@ pub(crate) fn namespace_labels(bundle: &Bundle, diagnostics: &mut Vec<Diagnostic
         labels.insert("kubernetes.io/metadata.name".into(), ns.meta.name.value.clone());
         namespaces.insert(ns.meta.name.value.clone(), labels);
     }
-    let metas = bundle.pods.iter().map(|p| &p.meta).chain(bundle.network_policies.iter().map(|p| &p.meta));
+    let metas = bundle
+        .pods
+        .iter()
+        .map(|p| &p.meta)
+        .chain(bundle.network_policies.iter().map(|p| &p.meta))
+        .chain(bundle.cilium_policies.iter().filter(|p| !p.clusterwide).map(|p| &p.meta));
     for meta in metas {
         if !namespaces.contains_key(&meta.namespace) {
             diagnostics.push(

@@ -44,7 +44,7 @@ fn numbers(artifact: &Artifact) -> BTreeSet<(String, u32)> {
 #[test]
 fn adding_a_pod_keeps_every_existing_identity_and_entry() {
     let before = build(&demo_sources(None), &Options::default());
-    let options = Options { lock: before.lock.clone() };
+    let options = Options { lock: before.lock.clone(), ..Options::default() };
     let after = build(&demo_sources(Some(NEW_POD)), &options);
 
     let old = numbers(&before.artifact);
@@ -71,9 +71,9 @@ fn adding_a_pod_keeps_every_existing_identity_and_entry() {
 fn removing_a_pod_retires_its_number_and_a_recompile_is_stable() {
     let with = build(&demo_sources(Some(NEW_POD)), &Options::default());
     let id = with.artifact.endpoint("shop/aaa-first").unwrap().identity;
-    let without = build(&demo_sources(None), &Options { lock: with.lock.clone() });
+    let without = build(&demo_sources(None), &Options { lock: with.lock.clone(), ..Options::default() });
     assert!(without.lock.retired.contains_key(&id));
-    let again = build(&demo_sources(None), &Options { lock: without.lock.clone() });
+    let again = build(&demo_sources(None), &Options { lock: without.lock.clone(), ..Options::default() });
     assert_eq!(again.lock.render(), without.lock.render());
     assert_eq!(again.artifact.encode(), without.artifact.encode());
 }
