@@ -44,6 +44,13 @@ fn tokens(source: &str) -> impl Iterator<Item = &str> {
                 at += rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
             } else if rest[0].is_ascii_whitespace() {
                 at += 1;
+            } else if !rest[0].is_ascii() {
+                // A non-ASCII character outside a comment is one token, whole, so that
+                // slicing never splits it.
+                let len = source[at..].chars().next().map_or(1, char::len_utf8);
+                let token = &source[at..at + len];
+                at += len;
+                return Some(token);
             } else {
                 let word = |b: &u8| b.is_ascii_alphanumeric() || *b == b'_';
                 let len =
@@ -73,6 +80,11 @@ mod tests {
         assert_ne!(hash_tokens(base), hash_tokens("struct x { __u16 a; }; #define N 4"));
         assert_ne!(hash_tokens(base), hash_tokens("struct x { __u32 a; }; #define N 5"));
         assert_ne!(hash_tokens(base), hash_tokens("struct x { __u32 ab; }; #define N 4"));
+    }
+
+    #[test]
+    fn non_ascii_text_outside_comments_does_not_panic() {
+        assert_ne!(hash_tokens("#define N 4 /* é */ é"), hash_tokens("#define N 4"));
     }
 
     #[test]

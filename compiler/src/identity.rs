@@ -61,10 +61,22 @@ pub fn is_identity_label(key: &str) -> bool {
     }
 }
 
+/// Label keys that carry namespace identity. On a pod they would let it pass selectors
+/// written for other namespaces, so they are never taken from pod labels.
+pub fn is_reserved_key(key: &str) -> bool {
+    key == NAMESPACE_LABEL || key.starts_with(NAMESPACE_LABELS_PREFIX)
+}
+
 /// The labels selectors match a pod by: its own labels, its namespace, and its
 /// namespace's labels under [`NAMESPACE_LABELS_PREFIX`].
 pub fn endpoint_labels(pod_labels: &Labels, namespace: &str, ns_labels: &Labels) -> Labels {
-    let mut out = pod_labels.clone();
+    // A pod cannot claim its namespace's labels: keys reserved for them are dropped
+    // (and reported by the compiler, see `is_reserved_key`).
+    let mut out: Labels = pod_labels
+        .iter()
+        .filter(|(k, _)| !is_reserved_key(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     out.insert(NAMESPACE_LABEL.to_owned(), namespace.to_owned());
     for (k, v) in ns_labels {
         out.insert(format!("{NAMESPACE_LABELS_PREFIX}{k}"), v.clone());
@@ -140,6 +152,14 @@ mod tests {
         assert_eq!(id.get("io.cilium.k8s.namespace.labels.team").map(String::as_str), Some("a"));
         let selected = BTreeSet::from(["pod-template-hash".to_string()]);
         assert_ne!(identity_labels(&a, &selected), identity_labels(&b, &selected));
+    }
+
+    #[test]
+    fn a_pod_cannot_claim_namespace_labels() {
+        let pod = labels(&[("io.cilium.k8s.namespace.labels.team", "blue"), (NAMESPACE_LABEL, "y")]);
+        let ep = endpoint_labels(&pod, "x", &labels(&[]));
+        assert_eq!(ep.get(NAMESPACE_LABEL).map(String::as_str), Some("x"));
+        assert!(!ep.contains_key("io.cilium.k8s.namespace.labels.team"));
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod ir;
 pub mod lint;
 pub mod lock;
 mod lower;
+mod lower_cilium;
 pub mod reference;
 pub mod render;
 pub mod simulate;

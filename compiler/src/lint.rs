@@ -130,18 +130,19 @@ pub fn lint(
 /// the later one is reported.
 fn shadowed_rules(compilation: &Compilation, out: &mut Vec<Diagnostic>) {
     let analysis = &compilation.analysis;
+    // In policy order, then rule order: "later" below means later in this list.
     let rules: Vec<_> = analysis
         .policies
         .iter()
         .zip(&analysis.cookies)
         .flat_map(|(p, cookies)| p.rules.iter().zip(cookies).map(move |(r, c)| (p, r, *c)))
         .collect();
-    for &(policy, rule, cookie) in &rules {
+    for (position, &(policy, rule, cookie)) in rules.iter().enumerate() {
         let Some((flows, endpoints)) = analysis.rule_flows.get(&cookie) else { continue };
         if flows.is_empty() {
             continue;
         }
-        let shadow = rules.iter().find(|&&(_, other, other_cookie)| {
+        let shadow = rules.iter().enumerate().find(|&(other_position, &(_, other, other_cookie))| {
             if other_cookie == cookie || other.direction != rule.direction || other.action != rule.action {
                 return false;
             }
@@ -153,9 +154,9 @@ fn shadowed_rules(compilation: &Compilation, out: &mut Vec<Diagnostic>) {
             let identical = covered
                 && other_endpoints.is_subset(endpoints)
                 && other_flows.iter().all(|o| flows.iter().any(|f| covers(f, o)));
-            covered && (!identical || other_cookie < cookie)
+            covered && (!identical || other_position < position)
         });
-        if let Some((other_policy, other, _)) = shadow {
+        if let Some((_, (other_policy, other, _))) = shadow {
             out.push(
                 Diagnostic::new(
                     codes::RULE_SHADOWED,
@@ -166,13 +167,21 @@ fn shadowed_rules(compilation: &Compilation, out: &mut Vec<Diagnostic>) {
                         verb(rule.action),
                         other_policy.name,
                         other.label,
-                        verb(rule.action)
+                        infinitive(rule.action)
                     ),
                 )
                 .at(rule.span, "shadowed rule")
                 .help("remove it, or narrow the rule that covers it"),
             );
         }
+    }
+}
+
+fn infinitive(action: Action) -> &'static str {
+    match action {
+        Action::Allow => "allow",
+        Action::Deny => "deny",
+        Action::Pass => "pass",
     }
 }
 
@@ -201,10 +210,17 @@ fn dns_blocked(bundle: &Bundle, compilation: &Compilation, out: &mut Vec<Diagnos
         .filter(|p| p.meta.labels.get("k8s-app").map(String::as_str) == Some("kube-dns"))
         .flat_map(|p| p.ips.iter().map(|ip| ip.value))
         .collect();
-    let targets = if dns_servers.is_empty() {
-        vec!["192.0.2.53".parse().expect("a literal address")]
-    } else {
+    // Without cluster DNS pods in the inputs, DNS is some server outside the cluster.
+    let in_cluster = !dns_servers.is_empty();
+    let targets = if in_cluster {
         dns_servers
+    } else {
+        vec!["192.0.2.53".parse().expect("a literal address")]
+    };
+    let help = if in_cluster {
+        "allow UDP and TCP port 53 to the cluster DNS pods (k8s-app=kube-dns in kube-system)"
+    } else {
+        "allow UDP and TCP port 53 to your DNS servers (an ipBlock, or every peer on port 53)"
     };
     let mut reported = BTreeSet::new();
     for (index, ep) in artifact.endpoints.iter().enumerate() {
@@ -228,8 +244,8 @@ fn dns_blocked(bundle: &Bundle, compilation: &Compilation, out: &mut Vec<Diagnos
                         codes::EGRESS_BLOCKS_DNS,
                         format!("{} isolates egress of {} without allowing DNS", policy.name, ep.name),
                     )
-                    .at(policy.span, "egress isolated here")
-                    .help("allow UDP and TCP port 53 to the cluster DNS pods (k8s-app=kube-dns in kube-system)"),
+                    .at(policy.subject.span, "the pods whose egress it isolates")
+                    .help(help),
                 );
             }
         }

@@ -12,12 +12,15 @@ use crate::artifact::{Artifact, EndpointRecord, IdentityRecord, RuleRecord};
 use crate::codes;
 use crate::identity::{self, Allocator, FIRST_CIDR_IDENTITY, reserved};
 use crate::ir::{Action, Entity, Peer, Policy, PortMatch, PortSpec, Rule};
-use crate::{lower, lower_cilium};
 use crate::tables::{self, Entry, Pattern, Verdict};
+use crate::{lower, lower_cilium};
 
 /// Port ranges are written as one exact key per port until the datapath has range
 /// lookups; wider ranges are refused rather than silently truncated.
 pub const MAX_EXPANDED_RANGE: u32 = 256;
+
+/// Identity labels that record how a pod resolves a port name egress rules use.
+const PORT_LABEL_PREFIX: &str = "policyc.port.";
 
 /// Protocols a port (or a port name) without a protocol stands for.
 const PORT_PROTOCOLS: [u8; 3] = [6, 17, 132];
@@ -143,8 +146,43 @@ pub fn compile_with(sources: &Sources, bundle: &Bundle, options: &Options) -> Co
         })
         .collect();
     endpoints.sort_by(|a, b| a.name.cmp(&b.name));
-    let identity_labels: Vec<Labels> =
-        endpoints.iter().map(|e| identity::identity_labels(&e.labels, &selected_keys)).collect();
+    // A port name that egress rules use must resolve alike on every pod of an identity,
+    // since egress entries are keyed by the peer's identity: the resolution joins the
+    // identity labels, so pods that give the name different numbers (or none) get
+    // different identities.
+    let egress_names: BTreeSet<(String, u8)> = policies
+        .iter()
+        .flat_map(|p| &p.rules)
+        .filter(|r| r.direction == Direction::Egress)
+        .flat_map(|r| &r.ports)
+        .filter_map(|p| match &p.port {
+            PortSpec::Named(name) => Some((name.clone(), p.proto)),
+            _ => None,
+        })
+        .flat_map(|(name, proto)| match proto {
+            Some(proto) => vec![(name, proto)],
+            None => PORT_PROTOCOLS.iter().map(|p| (name.clone(), *p)).collect(),
+        })
+        .collect();
+    let identity_labels: Vec<Labels> = endpoints
+        .iter()
+        .map(|e| {
+            let mut labels = identity::identity_labels(&e.labels, &selected_keys);
+            for (name, proto) in &egress_names {
+                let numbers: Vec<String> = e
+                    .pod
+                    .ports
+                    .iter()
+                    .filter(|p| p.name.as_deref() == Some(name) && p.protocol.number() == *proto)
+                    .map(|p| p.port.to_string())
+                    .collect();
+                if !numbers.is_empty() {
+                    labels.insert(format!("{PORT_LABEL_PREFIX}{name}.{proto}"), numbers.join("_"));
+                }
+            }
+            labels
+        })
+        .collect();
     let (allocator, lock) = {
         let _span = tracing::info_span!("identities").entered();
         Allocator::with_lock(identity_labels.iter(), &options.lock)
@@ -486,6 +524,18 @@ pub(crate) fn namespace_labels(bundle: &Bundle, diagnostics: &mut Vec<Diagnostic
             let labels =
                 Labels::from([("kubernetes.io/metadata.name".into(), meta.namespace.clone())]);
             namespaces.insert(meta.namespace.clone(), labels);
+        }
+    }
+    for pod in &bundle.pods {
+        for key in pod.meta.labels.keys().filter(|k| identity::is_reserved_key(k)) {
+            diagnostics.push(
+                Diagnostic::new(
+                    codes::RESERVED_LABEL,
+                    format!("pod {}/{} has the reserved label key `{key}`", pod.meta.namespace, pod.meta.name.value),
+                )
+                .at(pod.meta.name.span, "this pod's label is ignored")
+                .help("namespace identity comes from the Namespace object; rename or remove the pod label"),
+            );
         }
     }
     namespaces

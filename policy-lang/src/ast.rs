@@ -87,6 +87,125 @@ pub struct Pod {
     /// `status.podIPs` (or `status.podIP`); empty for a pod not yet scheduled.
     pub ips: Vec<Sp<IpAddr>>,
     pub ports: Vec<ContainerPort>,
+    /// The owner reference marked `controller: true`, such as the ReplicaSet that
+    /// created the pod; `None` for a bare pod.
+    pub owner: Option<OwnerRef>,
+    /// `spec.serviceAccountName` (or the deprecated `spec.serviceAccount`).
+    pub service_account: Option<Sp<String>>,
+    /// `spec.nodeName`: the node the pod was scheduled to, if it was.
+    pub node_name: Option<Sp<String>>,
+    /// `spec.hostNetwork`. Such a pod uses its node's network namespace and addresses, so
+    /// it shares the node's identity and is not an endpoint of its own; its `ips` are
+    /// the node's.
+    pub host_network: bool,
+}
+
+/// One entry of `metadata.ownerReferences`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnerRef {
+    pub kind: String,
+    pub name: String,
+    /// Whether the owner is the object's managing controller. Kubernetes allows at most
+    /// one such reference per object.
+    pub controller: bool,
+    /// The whole entry.
+    pub span: Span,
+}
+
+/// The kind of an address in a Node's `status.addresses`. Only the IP kinds are kept;
+/// `Hostname`, `InternalDNS` and `ExternalDNS` entries are names, not addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum NodeAddressKind {
+    InternalIp,
+    ExternalIp,
+}
+
+impl NodeAddressKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeAddressKind::InternalIp => "InternalIP",
+            NodeAddressKind::ExternalIp => "ExternalIP",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeAddress {
+    pub kind: NodeAddressKind,
+    pub ip: Sp<IpAddr>,
+}
+
+/// A cluster node. Its `meta.namespace` is empty: nodes are cluster-scoped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Node {
+    pub meta: ObjectMeta,
+    /// The IP entries of `status.addresses`, in source order.
+    pub addresses: Vec<NodeAddress>,
+    /// `spec.podCIDRs` (or `spec.podCIDR`): the ranges the node's pods get addresses from.
+    pub pod_cidrs: Vec<Sp<Cidr>>,
+}
+
+/// The controllers that create pods from a pod template.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum WorkloadKind {
+    Deployment,
+    ReplicaSet,
+    StatefulSet,
+    DaemonSet,
+    Job,
+    CronJob,
+    ReplicationController,
+}
+
+impl WorkloadKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            WorkloadKind::Deployment => "Deployment",
+            WorkloadKind::ReplicaSet => "ReplicaSet",
+            WorkloadKind::StatefulSet => "StatefulSet",
+            WorkloadKind::DaemonSet => "DaemonSet",
+            WorkloadKind::Job => "Job",
+            WorkloadKind::CronJob => "CronJob",
+            WorkloadKind::ReplicationController => "ReplicationController",
+        }
+    }
+    /// The kind for its `kind:` name.
+    pub fn parse(name: &str) -> Option<WorkloadKind> {
+        [
+            WorkloadKind::Deployment,
+            WorkloadKind::ReplicaSet,
+            WorkloadKind::StatefulSet,
+            WorkloadKind::DaemonSet,
+            WorkloadKind::Job,
+            WorkloadKind::CronJob,
+            WorkloadKind::ReplicationController,
+        ]
+        .into_iter()
+        .find(|k| k.name() == name)
+    }
+}
+
+/// A workload: an object whose pod template says what its pods will look like, so
+/// policies can be checked against pods that do not exist yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Workload {
+    pub kind: WorkloadKind,
+    /// The workload's metadata. Its namespace is also its pods' namespace: controllers
+    /// create pods in their own namespace, whatever the template says.
+    pub meta: ObjectMeta,
+    /// The controller owner reference, such as the Deployment of a ReplicaSet.
+    pub owner: Option<OwnerRef>,
+    /// `spec.selector`, which the template's labels satisfy. `None` for a Job (or a
+    /// CronJob's job template) that leaves it to the API server to generate.
+    pub selector: Option<LabelSelector>,
+    /// `spec.template.metadata.labels`: the labels every pod of the workload gets.
+    pub template_labels: Labels,
+    /// The container ports of the template.
+    pub ports: Vec<ContainerPort>,
+    /// As on [`Pod`].
+    pub service_account: Option<Sp<String>>,
+    /// As on [`Pod`]: the workload's pods share their node's identity.
+    pub host_network: bool,
 }
 
 /// `matchExpressions` operators.

@@ -52,12 +52,19 @@ codes! {
     EMPTY_WORKLOAD_SELECTOR = "PL0025", Error, "a workload's selector is empty";
     TEMPLATE_NAMESPACE = "PL0026", Warning, "a pod template names a namespace other than its workload's";
     MULTIPLE_CONTROLLERS = "PL0027", Error, "an object has more than one controller owner reference";
+    INVALID_ICMP = "PL0028", Error, "an ICMP family or type is not valid";
+    INVALID_ENTITY = "PL0029", Error, "an entity is not one Cilium defines";
+    TOO_MANY_PORTS = "PL0030", Error, "a toPorts or icmps entry lists more than 40 items";
+    RESERVED_LABEL = "PL0031", Warning, "a pod label uses a key reserved for namespace identity";
     SKIPPED_KIND = "PL0100", Note, "an object kind that does not affect policy is skipped";
     UNSUPPORTED_API = "PL0101", Error, "a policy kind or apiVersion that is not supported";
+    NEEDS_PROXY = "PL0102", Error, "a rule needs a proxy, DNS or a cloud API at run time";
+    UNSUPPORTED_FIELD = "PL0103", Error, "a policy field that policyc does not support yet";
     POLICY_SELECTS_NOTHING = "PL0200", Warning, "a policy selects no pod of the inventory";
     PEER_SELECTS_NOTHING = "PL0201", Warning, "a peer selects no pod of the inventory";
     POD_NOT_ISOLATED = "PL0202", Warning, "a pod is not isolated by any policy";
     EGRESS_BLOCKS_DNS = "PL0203", Warning, "egress isolation blocks DNS";
     RULE_SHADOWED = "PL0204", Warning, "a rule allows nothing that other rules do not already allow";
     CIDR_CONTAINS_PODS = "PL0205", Warning, "a CIDR peer contains pod addresses, which it does not match";
+    CAPACITY_EXCEEDED = "PL0300", Error, "the compiled tables exceed a map's capacity";
 }

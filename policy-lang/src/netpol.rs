@@ -9,7 +9,7 @@ use crate::ast::{
 };
 use crate::codes;
 use crate::diagnostic::Diagnostic;
-use crate::inventory::{check_label, labels, object_meta, protocol};
+use crate::inventory::{check_label_key, check_label_value, labels, object_meta, protocol};
 use crate::reader::{Fields, Reader};
 use crate::yaml::{Node, NodeKind};
 
@@ -39,32 +39,35 @@ pub(crate) fn network_policy(r: &mut Reader<'_>, object: &Fields<'_>) -> Option<
     let ingress = rules(r, spec.get("ingress"), Direction::Ingress);
     let egress = rules(r, spec.get("egress"), Direction::Egress);
 
-    let policy_types = match spec.get("policyTypes") {
-        Some(node) => {
-            let mut types = Vec::new();
-            for item in r.list(node, "spec.policyTypes") {
-                let Some(s) = r.string(item, "a policyTypes entry") else { continue };
-                match s.value.as_str() {
-                    "Ingress" => types.push(Direction::Ingress),
-                    "Egress" => types.push(Direction::Egress),
-                    other => r.push(
-                        Diagnostic::new(
-                            codes::INVALID_POLICY_TYPE,
-                            format!("policy type `{other}` is not valid"),
-                        )
-                        .at(s.span, "not Ingress or Egress")
-                        .help("policyTypes entries are `Ingress` or `Egress`, capitalised"),
-                    ),
-                }
+    let mut policy_types = Vec::new();
+    if let Some(node) = spec.get("policyTypes") {
+        for item in r.list(node, "spec.policyTypes") {
+            let Some(s) = r.string(item, "a policyTypes entry") else { continue };
+            match s.value.as_str() {
+                "Ingress" => policy_types.push(Direction::Ingress),
+                "Egress" => policy_types.push(Direction::Egress),
+                other => r.push(
+                    Diagnostic::new(
+                        codes::INVALID_POLICY_TYPE,
+                        format!("policy type `{other}` is not valid"),
+                    )
+                    .at(s.span, "not Ingress or Egress")
+                    .help("policyTypes entries are `Ingress` or `Egress`, capitalised"),
+                ),
             }
-            types.sort();
-            types.dedup();
-            types
         }
-        // The API's defaulting: Ingress always, Egress when egress rules are present.
-        None if egress.is_empty() => vec![Direction::Ingress],
-        None => vec![Direction::Ingress, Direction::Egress],
-    };
+        policy_types.sort();
+        policy_types.dedup();
+    }
+    // The API server's defaulting, which applies to an empty list as to a missing one:
+    // Ingress always, Egress when egress rules are present. A `policyTypes: []` deny-all
+    // must not fail open.
+    if policy_types.is_empty() {
+        policy_types.push(Direction::Ingress);
+        if !egress.is_empty() {
+            policy_types.push(Direction::Egress);
+        }
+    }
 
     Some(NetworkPolicy { meta, pod_selector, policy_types, ingress, egress })
 }
@@ -325,23 +328,28 @@ fn requirement(r: &mut Reader<'_>, node: &Node) -> Option<Requirement> {
                 .help("an expression needs `key` and `operator` (In, NotIn, Exists, DoesNotExist)"),
         );
     };
-    let Some(key) = fields.get("key").and_then(|n| r.string(n, "key")) else {
-        missing(r, "key");
-        return None;
+    // A field of the wrong type was reported as such; only an absent one is "missing".
+    let key = match fields.get("key") {
+        Some(n) => r.string(n, "key")?,
+        None => {
+            missing(r, "key");
+            return None;
+        }
     };
-    let Some(op) = fields.get("operator").and_then(|n| r.string(n, "operator")) else {
-        missing(r, "operator");
-        return None;
+    let op = match fields.get("operator") {
+        Some(n) => r.string(n, "operator")?,
+        None => {
+            missing(r, "operator");
+            return None;
+        }
     };
     let values: Vec<Sp<String>> = fields
         .get("values")
         .map(|n| r.list(n, "values").iter().filter_map(|v| r.string(v, "a value")).collect())
         .unwrap_or_default();
+    check_label_key(r, &key);
     for v in &values {
-        check_label(r, &key, v);
-    }
-    if values.is_empty() {
-        check_label(r, &key, &Sp::new(String::new(), key.span));
+        check_label_value(r, v);
     }
     let operator = match op.value.as_str() {
         "In" => Operator::In,

@@ -174,12 +174,25 @@ pub fn parse_documents(text: &str, file: FileId) -> Result<Vec<Node>, Diagnostic
         // `yes`, `on` and `y` stay strings, as in YAML 1.2 and JSON: a label value
         // `on` must not turn into `true`.
         strict_booleans: true,
+        // Real manifests nest about 15 deep (a CronJob's container ports) and never
+        // need aliases to expand much, while a kubectl export of a large cluster has
+        // millions of nodes. So: a shallow depth limit, which also bounds the stack the
+        // recursive decoder uses, a small alias-replay budget against "billion laughs"
+        // files, and node and event counts sized for big exports.
+        budget: serde_saphyr::budget! {
+            max_depth: 32,
+            max_nodes: 50_000_000,
+            max_events: 100_000_000,
+        },
+        alias_limits: serde_saphyr::alias_limits! {
+            max_total_replayed_events: 100_000,
+        },
     };
     match serde_saphyr::from_multiple_with_options::<Spanned<RawKind>>(text, options) {
         Ok(docs) => Ok(docs.into_iter().map(|d| convert(d, file)).collect()),
         Err(err) => {
             let span = err.location().map(|l| span_of(&l, file));
-            let message = first_line(&err.to_string());
+            let message = describe(&err);
             // Limits such as the alias-expansion budget are reported without a position;
             // the start of the file is then the most precise place we have.
             let (span, label) = match span.filter(|s| s.line > 0) {
@@ -188,9 +201,27 @@ pub fn parse_documents(text: &str, file: FileId) -> Result<Vec<Node>, Diagnostic
             };
             Err(Diagnostic::new(codes::YAML_SYNTAX, format!("cannot parse: {message}"))
                 .at(span, label)
-                .help("fix the YAML here; the rest of this file was not read"))
+                .help("fix the YAML here; no object of this file was read"))
         }
     }
+}
+
+/// The parser's message, with its budget breaches said in words.
+fn describe(err: &serde_saphyr::Error) -> String {
+    let message = first_line(&err.to_string());
+    if !message.contains("budget") {
+        return message;
+    }
+    let limit = if message.contains("Depth") {
+        "the document nests deeper than 32 levels"
+    } else if message.contains("Nodes") || message.contains("Events") {
+        "the document has too many nodes"
+    } else if message.contains("lias") || message.contains("eplay") {
+        "aliases expand to too much data (an alias bomb?)"
+    } else {
+        "the document exceeds a parser limit"
+    };
+    format!("{limit} ({message})")
 }
 
 /// serde-saphyr's messages may carry a source excerpt after the first line; the

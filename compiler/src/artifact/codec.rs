@@ -140,7 +140,12 @@ impl Artifact {
                 supported: FORMAT_VERSION,
             });
         }
-        let _flags = header.u16("flags")?;
+        let flags = header.u16("flags")?;
+        if flags != 0 {
+            // No flag is defined in this version: a set bit means a newer writer that
+            // expects us to honour something we do not know.
+            return Err(ArtifactError::Malformed(format!("unknown header flags {flags:#06x}")));
+        }
         let abi = header.u64("datapath ABI hash")?;
         if abi != datapath::abi_hash() {
             return Err(ArtifactError::AbiMismatch { found: abi, expected: datapath::abi_hash() });

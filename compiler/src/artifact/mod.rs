@@ -88,10 +88,12 @@ impl Artifact {
         for identity in &mut self.identities {
             identity.labels.sort();
         }
-        self.endpoints.sort_by(|a, b| a.name.cmp(&b.name));
         for endpoint in &mut self.endpoints {
             endpoint.addresses.sort();
         }
+        // Names are unique in a compiled artifact; sorting on every field keeps the
+        // encoding canonical even for one built by hand.
+        self.endpoints.sort();
         self.ipcache.sort();
         self.policy.sort();
         self.rules.sort();

@@ -123,3 +123,11 @@ fn rejects_an_invalid_verdict() {
     artifact.policy[0].1.verdict = 9;
     assert!(matches!(Artifact::decode(&artifact.encode()), Err(ArtifactError::Malformed(_))));
 }
+
+#[test]
+fn rejects_unknown_header_flags() {
+    let mut bytes = sample().encode();
+    bytes[10] = 1;
+    reseal(&mut bytes);
+    assert!(matches!(Artifact::decode(&bytes), Err(ArtifactError::Malformed(_))));
+}

@@ -1,0 +1,347 @@
+//! The reference evaluator: what the policies mean for one flow, decided straight from
+//! the lowered IR and the inventory, never from the compiled tables.
+//!
+//! The solver turns selectors into identity sets, folds precedence into table keys and
+//! resolves named ports per identity; the simulator then replays the datapath's lookups
+//! on the result. This module does none of that. It takes the endpoints as the inventory
+//! describes them (labels, addresses, container ports) and applies the rules of
+//! datapath-facts.md directly, so a test that compares it with [`crate::simulate`] checks
+//! the whole solver, and a test that compares it with a hand-written expectation checks
+//! the lowering.
+//!
+//! Semantics, per direction at one endpoint:
+//! - the endpoint is isolated iff some policy selecting it lists the direction in
+//!   `isolates`; only rules of selecting policies apply;
+//! - a matching deny decides; otherwise a matching allow (allows add up); otherwise an
+//!   isolated direction denies by default and a non-isolated one lets the flow through;
+//! - ingress from the endpoint's own node is always allowed (unless a deny names it),
+//!   the same built-in rule the compiled tables carry.
+//!
+//! Whether an ipBlock matches pod addresses is a switch, [`Options::ipblock_matches_pods`]:
+//! off by default, as in Cilium and in the compiled tables; on, as upstream Kubernetes
+//! specifies.
+
+use std::net::IpAddr;
+
+use policy_lang::Bundle;
+use policy_lang::ast::{ContainerPort, Direction, Labels};
+
+use crate::identity;
+use crate::ir::{Action, Entity, Peer, Policy, PortMatch, PortSpec, Rule};
+use crate::solve::{Analysis, namespace_labels};
+
+/// Protocols a port without a protocol stands for: TCP, UDP and SCTP.
+const PORT_PROTOCOLS: [u8; 3] = [6, 17, 132];
+
+/// The policy name the built-in host allow reports, as the artifact's rule record does.
+pub const BUILT_IN: &str = "built-in";
+/// The rule name of the built-in allow of ingress from the endpoint's own node.
+pub const HOST_RULE: &str = "allow traffic from the endpoint's own node";
+
+/// Choices where the reference can follow more than one published semantics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Whether an ipBlock (a [`Peer::Cidr`]) matches the address of a pod. `false`, the
+    /// default, follows Cilium: a CIDR selector never matches a pod or node address, and
+    /// the compiled tables behave so (a pod address resolves to the pod's identity,
+    /// which no CIDR peer lists). `true` follows upstream Kubernetes, whose conformance
+    /// tests expect `ipBlock: {cidr: <pod IP>/32}` to reach that pod.
+    pub ipblock_matches_pods: bool,
+}
+
+/// One endpoint (pod) as the reference sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `namespace/pod`.
+    pub name: String,
+    /// Endpoint labels: the pod's labels plus its namespace and the namespace's labels
+    /// (see [`identity::endpoint_labels`]).
+    pub labels: Labels,
+    pub addresses: Vec<IpAddr>,
+    /// Named container ports resolve against these.
+    pub ports: Vec<ContainerPort>,
+}
+
+/// One end of a flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Address {
+    Ip(IpAddr),
+    /// The node the endpoints run on. It has no address in the inventory yet, so only
+    /// entity peers (`host`, `cluster`, `all`) and the built-in host allow see it.
+    Host,
+}
+
+/// A new connection: source, destination, IP protocol and destination port (or ICMP
+/// type; `None` for protocols without either).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flow {
+    pub src: Address,
+    pub dst: Address,
+    pub proto: u8,
+    pub port: Option<u16>,
+}
+
+/// The decision in one direction at one endpoint, with its provenance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The first allow rule (in policy order) that matches.
+    Allowed { policy: String, rule: String },
+    /// The first deny rule that matches; denies beat allows.
+    Denied { policy: String, rule: String },
+    /// No selecting policy isolates the direction and no deny matches.
+    NotIsolated,
+    /// Isolated, and nothing allows the flow. Names the isolating policies.
+    DefaultDeny { isolating: Vec<String> },
+}
+
+impl Verdict {
+    pub fn passes(&self) -> bool {
+        matches!(self, Verdict::Allowed { .. } | Verdict::NotIsolated)
+    }
+}
+
+/// Both checks of a flow. A side that is not an endpoint is not enforced: `None`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlowVerdict {
+    /// At the source, when the source is an endpoint.
+    pub egress: Option<Verdict>,
+    /// At the destination, when the destination is an endpoint.
+    pub ingress: Option<Verdict>,
+}
+
+impl FlowVerdict {
+    pub fn passes(&self) -> bool {
+        self.egress.as_ref().is_none_or(Verdict::passes)
+            && self.ingress.as_ref().is_none_or(Verdict::passes)
+    }
+}
+
+/// A rule that matched a flow, named as traces and the artifact name it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleMatch {
+    pub policy: String,
+    pub rule: String,
+    pub action: Action,
+}
+
+/// The reference evaluator over one set of policies and endpoints.
+#[derive(Debug)]
+pub struct Reference<'a> {
+    policies: &'a [Policy],
+    endpoints: Vec<Endpoint>,
+    options: Options,
+}
+
+impl<'a> Reference<'a> {
+    /// The policies of a compile and the bundle's pods as endpoints, with default
+    /// [`Options`].
+    pub fn new(bundle: &Bundle, analysis: &'a Analysis) -> Self {
+        // Missing namespaces were already reported by the compile.
+        let namespaces = namespace_labels(bundle, &mut Vec::new());
+        let endpoints = bundle
+            .pods
+            .iter()
+            // A host-network pod shares its node's network namespace and addresses: it is
+            // part of the host, not an endpoint of its own. Node addresses are not mapped
+            // to the host yet, so its addresses count as outside ones, as in the tables.
+            .filter(|pod| !pod.host_network)
+            .map(|pod| Endpoint {
+                name: format!("{}/{}", pod.meta.namespace, pod.meta.name.value),
+                labels: identity::endpoint_labels(
+                    &pod.meta.labels,
+                    &pod.meta.namespace,
+                    &namespaces[&pod.meta.namespace],
+                ),
+                addresses: pod.ips.iter().map(|ip| ip.value).collect(),
+                ports: pod.ports.clone(),
+            })
+            .collect();
+        Reference::from_parts(&analysis.policies, endpoints)
+    }
+
+    /// A reference over explicit policies and endpoints, with default [`Options`].
+    pub fn from_parts(policies: &'a [Policy], mut endpoints: Vec<Endpoint>) -> Self {
+        endpoints.sort_by(|a, b| a.name.cmp(&b.name));
+        Reference { policies, endpoints, options: Options::default() }
+    }
+
+    pub fn with_options(self, options: Options) -> Self {
+        Reference { options, ..self }
+    }
+
+    /// The endpoints, sorted by name.
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.endpoints
+    }
+
+    /// The endpoint that owns `address`, if any.
+    pub fn endpoint_at(&self, address: Address) -> Option<&Endpoint> {
+        match address {
+            Address::Ip(ip) => self.endpoints.iter().find(|e| e.addresses.contains(&ip)),
+            Address::Host => None,
+        }
+    }
+
+    /// Decides both directions of a new connection.
+    pub fn evaluate(&self, flow: &Flow) -> FlowVerdict {
+        let egress = self
+            .endpoint_at(flow.src)
+            .map(|ep| self.decide(ep, Direction::Egress, flow.dst, flow.proto, flow.port));
+        let ingress = self
+            .endpoint_at(flow.dst)
+            .map(|ep| self.decide(ep, Direction::Ingress, flow.src, flow.proto, flow.port));
+        FlowVerdict { egress, ingress }
+    }
+
+    /// Decides a flow at `subject` in `direction`; `peer` is the other end (the source
+    /// for ingress, the destination for egress).
+    pub fn decide(
+        &self,
+        subject: &Endpoint,
+        direction: Direction,
+        peer: Address,
+        proto: u8,
+        port: Option<u16>,
+    ) -> Verdict {
+        let matches = self.matching_rules(subject, direction, peer, proto, port);
+        if let Some(deny) = matches.iter().find(|m| m.action == Action::Deny) {
+            return Verdict::Denied { policy: deny.policy.clone(), rule: deny.rule.clone() };
+        }
+
+        let isolating: Vec<String> = self
+            .selecting(subject)
+            .filter(|p| p.isolates.contains(&direction))
+            .map(|p| p.name.clone())
+            .collect();
+        if isolating.is_empty() {
+            return Verdict::NotIsolated;
+        }
+
+        if let Some(allow) = matches.iter().find(|m| m.action == Action::Allow) {
+            return Verdict::Allowed { policy: allow.policy.clone(), rule: allow.rule.clone() };
+        }
+        if direction == Direction::Ingress && peer == Address::Host {
+            return Verdict::Allowed { policy: BUILT_IN.into(), rule: HOST_RULE.into() };
+        }
+        Verdict::DefaultDeny { isolating }
+    }
+
+    /// Every rule of the policies selecting `subject` that matches the flow, in policy
+    /// order, then rule order.
+    pub fn matching_rules(
+        &self,
+        subject: &Endpoint,
+        direction: Direction,
+        peer: Address,
+        proto: u8,
+        port: Option<u16>,
+    ) -> Vec<RuleMatch> {
+        let peer_endpoint = self.endpoint_at(peer);
+        // Named ports are the destination's: the subject's own for ingress, the peer's
+        // for egress (a destination that is no pod defines no names).
+        let destination = match direction {
+            Direction::Ingress => Some(subject),
+            Direction::Egress => peer_endpoint,
+        };
+        let mut out = Vec::new();
+        for policy in self.selecting(subject) {
+            for rule in policy.rules.iter().filter(|r| r.direction == direction) {
+                // FIXME: `Pass` (AdminNetworkPolicy) and the Admin/Baseline tiers are not
+                // evaluated: no front end lowers to them yet, and the solver ignores them
+                // too. The cure is tier-ordered evaluation here, where a matching Pass
+                // skips the rest of its tier, once a lowering produces them.
+                if rule.action == Action::Pass {
+                    continue;
+                }
+                if self.rule_matches(rule, peer, peer_endpoint, destination, proto, port) {
+                    out.push(RuleMatch {
+                        policy: policy.name.clone(),
+                        rule: rule.label.clone(),
+                        action: rule.action,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    fn selecting<'s>(&'s self, subject: &'s Endpoint) -> impl Iterator<Item = &'a Policy> + 's {
+        self.policies.iter().filter(|p| p.subject.matches(&subject.labels))
+    }
+
+    fn rule_matches(
+        &self,
+        rule: &Rule,
+        peer: Address,
+        peer_endpoint: Option<&Endpoint>,
+        destination: Option<&Endpoint>,
+        proto: u8,
+        port: Option<u16>,
+    ) -> bool {
+        let peer_ok = rule
+            .peers
+            .as_ref()
+            .is_none_or(|peers| peers.iter().any(|p| self.peer_matches(p, peer, peer_endpoint)));
+        peer_ok
+            && (rule.ports.is_empty()
+                || rule.ports.iter().any(|m| port_matches(m, destination, proto, port)))
+    }
+
+    fn peer_matches(&self, peer: &Peer, address: Address, endpoint: Option<&Endpoint>) -> bool {
+        match peer {
+            Peer::Endpoints(selector) => endpoint.is_some_and(|e| selector.matches(&e.labels)),
+            Peer::Cidr { cidr, except } => match address {
+                Address::Host => false,
+                Address::Ip(_) if endpoint.is_some() && !self.options.ipblock_matches_pods => false,
+                Address::Ip(ip) => cidr.contains(ip) && !except.iter().any(|e| e.contains(ip)),
+            },
+            Peer::Entity(entity) => match entity {
+                Entity::All => true,
+                Entity::Host => address == Address::Host,
+                Entity::Cluster => address == Address::Host || endpoint.is_some(),
+                Entity::World => matches!(address, Address::Ip(_)) && endpoint.is_none(),
+                // No address in the inventory belongs to these yet.
+                Entity::RemoteNode
+                | Entity::KubeApiserver
+                | Entity::Ingress
+                | Entity::Init
+                | Entity::Health
+                | Entity::Unmanaged => false,
+            },
+        }
+    }
+}
+
+/// Whether one port clause covers the flow. `destination` resolves named ports.
+fn port_matches(
+    m: &PortMatch,
+    destination: Option<&Endpoint>,
+    proto: u8,
+    port: Option<u16>,
+) -> bool {
+    let proto_ok = match (m.proto, &m.port) {
+        (Some(p), _) => p == proto,
+        (None, PortSpec::Any) => true,
+        (None, _) => PORT_PROTOCOLS.contains(&proto),
+    };
+    if !proto_ok {
+        return false;
+    }
+    match &m.port {
+        PortSpec::Any => true,
+        PortSpec::Range(start, end) => port.is_some_and(|p| (*start..=*end).contains(&p)),
+        PortSpec::IcmpType(t) => port == Some(u16::from(*t)),
+        PortSpec::Named(name) => port.is_some_and(|p| {
+            destination.is_some_and(|d| {
+                d.ports.iter().any(|c| {
+                    c.name.as_deref() == Some(name.as_str())
+                        && c.protocol.number() == proto
+                        && c.port == p
+                })
+            })
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests;

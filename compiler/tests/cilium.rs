@@ -1,0 +1,299 @@
+//! CiliumNetworkPolicy and CiliumClusterwideNetworkPolicy, compiled against the cluster
+//! of `fixtures/cilium/cluster.yaml` and judged by the table simulator.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use compiler::artifact::Artifact;
+use compiler::simulate::{Decision, connect};
+use policy_lang::{Bundle, Sources};
+
+const SERVER: &str = "10.0.1.1";
+const CLIENT: &str = "10.0.1.2";
+const OTHER: &str = "10.0.1.3";
+const Y_CLIENT: &str = "10.0.2.2";
+const DB: &str = "10.0.2.3";
+const WORLD: &str = "203.0.113.9";
+
+const ICMP: u8 = 1;
+const TCP: u8 = 6;
+const UDP: u8 = 17;
+const ICMPV6: u8 = 58;
+const SCTP: u8 = 132;
+const ECHO_REQUEST: u16 = 8;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/cilium").join(name)
+}
+
+/// The cluster plus the named policy files, read and parsed.
+fn load(files: &[&str]) -> (Sources, Bundle) {
+    let mut sources = Sources::default();
+    for name in std::iter::once(&"cluster.yaml").chain(files) {
+        let path = fixture(name);
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        sources.add(format!("fixtures/cilium/{name}"), text);
+    }
+    let bundle = policy_lang::load_sources(&sources);
+    (sources, bundle)
+}
+
+/// Compiles policy files that must parse without a diagnostic.
+fn compile(files: &[&str]) -> Artifact {
+    let (sources, bundle) = load(files);
+    assert!(bundle.diagnostics.is_empty(), "{:?}", bundle.diagnostics);
+    compile_bundle(&sources, &bundle)
+}
+
+fn compile_bundle(sources: &Sources, bundle: &Bundle) -> Artifact {
+    let compilation = compiler::compile(sources, bundle);
+    assert!(compilation.diagnostics.is_empty(), "{:?}", compilation.diagnostics);
+    compilation.artifact
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// Whether a new connection passes the source's egress and the destination's ingress.
+fn allowed(a: &Artifact, src: &str, dst: &str, proto: u8, port: u16) -> bool {
+    let (egress, ingress) = connect(a, ip(src), ip(dst), proto, Some(port));
+    egress.passes() && ingress.passes()
+}
+
+fn ping(a: &Artifact, src: &str, dst: &str) -> bool {
+    allowed(a, src, dst, ICMP, ECHO_REQUEST)
+}
+
+#[test]
+fn deny_truth_table_holds_while_the_l7_rule_is_reported() {
+    // The allows alone: the L7 rule is reported as needing a proxy and left out; the
+    // L3 and L4 allows decide every flow of the table.
+    let (sources, bundle) = load(&["deny-table/allows.yaml"]);
+    let codes: Vec<&str> = bundle.diagnostics.iter().map(|d| d.code.code).collect();
+    assert_eq!(codes, ["PL0102"], "{:?}", bundle.diagnostics);
+    let span = bundle.diagnostics[0].span.expect("points at the field");
+    assert_eq!((span.line, span.col), (39, 11), "at `rules:`");
+    let a = compile_bundle(&sources, &bundle);
+    assert!(allowed(&a, CLIENT, SERVER, TCP, 80));
+    assert!(allowed(&a, CLIENT, SERVER, TCP, 81));
+    assert!(ping(&a, CLIENT, SERVER));
+    assert!(!allowed(&a, OTHER, SERVER, TCP, 80), "the server is isolated");
+
+    // Column 2: deny TCP 80 from the client.
+    let (sources, bundle) = load(&["deny-table/allows.yaml", "deny-table/deny-port-80.yaml"]);
+    let a = compile_bundle(&sources, &bundle);
+    assert!(allowed(&a, CLIENT, SERVER, TCP, 81));
+    assert!(!allowed(&a, CLIENT, SERVER, TCP, 80));
+    assert!(ping(&a, CLIENT, SERVER));
+    let (_, ingress) = connect(&a, ip(CLIENT), ip(SERVER), TCP, Some(80));
+    let Decision::Denied(cookie) = ingress else { panic!("{ingress:?}") };
+    let rule = a.rule(cookie).unwrap();
+    assert_eq!(
+        (rule.policy.as_str(), rule.rule.as_str()),
+        ("CiliumNetworkPolicy x/server-deny-80", "ingressDeny[0]")
+    );
+
+    // Column 3: deny the client at L3 instead.
+    let (sources, bundle) = load(&["deny-table/allows.yaml", "deny-table/deny-client.yaml"]);
+    let a = compile_bundle(&sources, &bundle);
+    assert!(!allowed(&a, CLIENT, SERVER, TCP, 80));
+    assert!(!allowed(&a, CLIENT, SERVER, TCP, 81));
+    assert!(!ping(&a, CLIENT, SERVER));
+
+    // Column 4: both denies.
+    let files =
+        ["deny-table/allows.yaml", "deny-table/deny-port-80.yaml", "deny-table/deny-client.yaml"];
+    let (sources, bundle) = load(&files);
+    let a = compile_bundle(&sources, &bundle);
+    assert!(!allowed(&a, CLIENT, SERVER, TCP, 81));
+    assert!(!ping(&a, CLIENT, SERVER));
+}
+
+#[test]
+fn l4_only_rules_apply_to_every_peer() {
+    let a = compile(&["l4-only.yaml"]);
+    for src in [CLIENT, Y_CLIENT, WORLD] {
+        assert!(allowed(&a, src, SERVER, TCP, 8080), "{src}");
+        assert!(!allowed(&a, src, SERVER, TCP, 8081), "{src}");
+    }
+    // Egress port 443 without a protocol: TCP, UDP and SCTP, to pods and world.
+    for proto in [TCP, UDP, SCTP] {
+        assert!(allowed(&a, SERVER, WORLD, proto, 443));
+        assert!(allowed(&a, SERVER, DB, proto, 443));
+    }
+    assert!(!allowed(&a, SERVER, WORLD, TCP, 80));
+    assert!(!ping(&a, SERVER, WORLD), "an L4 rule does not open ICMP");
+}
+
+#[test]
+fn world_and_cluster_entities_split_pods_from_outside() {
+    let a = compile(&["entities.yaml"]);
+    assert!(allowed(&a, CLIENT, WORLD, TCP, 443));
+    assert!(allowed(&a, CLIENT, "8.8.8.8", UDP, 53));
+    assert!(!allowed(&a, CLIENT, DB, TCP, 443), "a pod is not world");
+    assert!(allowed(&a, OTHER, DB, TCP, 5432));
+    assert!(allowed(&a, OTHER, SERVER, TCP, 80));
+    assert!(!allowed(&a, OTHER, WORLD, TCP, 443), "world is not cluster");
+    // world-ipv4: IPv4 addresses outside the cluster only.
+    assert!(allowed(&a, DB, WORLD, TCP, 443));
+    assert!(!allowed(&a, DB, "2001:db8::1", TCP, 443));
+    assert!(!allowed(&a, DB, SERVER, TCP, 80));
+}
+
+#[test]
+fn a_reserved_label_selects_its_entity() {
+    let a = compile(&["reserved.yaml"]);
+    assert!(allowed(&a, CLIENT, WORLD, TCP, 443));
+    assert!(!allowed(&a, CLIENT, SERVER, TCP, 80));
+    assert!(allowed(&a, OTHER, SERVER, TCP, 80), "`k8s:app` selected only the client");
+}
+
+#[test]
+fn cidr_sets_honour_except_and_never_match_pods() {
+    let a = compile(&["cidr.yaml"]);
+    assert!(allowed(&a, CLIENT, "192.0.2.5", TCP, 22));
+    assert!(allowed(&a, CLIENT, "192.0.2.5", UDP, 53));
+    assert!(!allowed(&a, CLIENT, "192.0.2.200", TCP, 22), "inside the except");
+    assert!(allowed(&a, CLIENT, "198.51.100.7", TCP, 443), "a bare address is a /32");
+    assert!(!allowed(&a, CLIENT, "198.51.100.7", TCP, 80));
+    assert!(!allowed(&a, CLIENT, "198.51.100.8", TCP, 443));
+    assert!(allowed(&a, CLIENT, "10.9.9.9", TCP, 443));
+    assert!(!allowed(&a, CLIENT, SERVER, TCP, 443), "10.0.0.0/8 does not match the pods in it");
+}
+
+#[test]
+fn icmps_allow_and_deny_echo_by_type() {
+    let a = compile(&["icmp.yaml"]);
+    assert!(ping(&a, CLIENT, SERVER));
+    assert!(!allowed(&a, CLIENT, SERVER, ICMP, 13), "a timestamp request is another type");
+    assert!(!allowed(&a, CLIENT, SERVER, TCP, 80));
+    assert!(allowed(&a, CLIENT, SERVER, ICMPV6, 128), "IPv6 EchoRequest is type 128");
+    assert!(!allowed(&a, CLIENT, SERVER, ICMPV6, 129));
+    // The other pod: everything is allowed but the denied echo request.
+    assert!(!ping(&a, OTHER, SERVER));
+    assert!(allowed(&a, OTHER, SERVER, ICMP, 13));
+    assert!(allowed(&a, OTHER, SERVER, TCP, 80));
+}
+
+#[test]
+fn protocol_any_means_tcp_udp_and_sctp() {
+    let a = compile(&["any-protocol.yaml"]);
+    for proto in [TCP, UDP, SCTP] {
+        assert!(allowed(&a, CLIENT, SERVER, proto, 53), "proto {proto}");
+        assert!(!allowed(&a, CLIENT, SERVER, proto, 54), "proto {proto}");
+        assert!(allowed(&a, CLIENT, DB, proto, 1234), "port 0 is every port; proto {proto}");
+    }
+    assert!(!ping(&a, CLIENT, SERVER));
+    assert!(!ping(&a, CLIENT, DB), "port 0 with ANY still excludes ICMP");
+}
+
+#[test]
+fn empty_endpoint_selectors_stop_at_the_namespace_or_at_pods() {
+    let a = compile(&["wildcard-peers.yaml"]);
+    // CiliumClusterwideNetworkPolicy: every pod, from any namespace; not world.
+    assert!(allowed(&a, CLIENT, DB, TCP, 5432));
+    assert!(allowed(&a, Y_CLIENT, DB, TCP, 5432));
+    assert!(!allowed(&a, WORLD, DB, TCP, 5432));
+    // CiliumNetworkPolicy: the pods of its namespace only.
+    assert!(allowed(&a, CLIENT, SERVER, TCP, 80));
+    assert!(allowed(&a, OTHER, SERVER, UDP, 53));
+    assert!(!allowed(&a, Y_CLIENT, SERVER, TCP, 80));
+    assert!(!allowed(&a, WORLD, SERVER, TCP, 80));
+}
+
+#[test]
+fn default_deny_follows_enable_default_deny_and_deny_rules() {
+    let a = compile(&["default-deny.yaml"]);
+    // enableDefaultDeny.ingress false: the server stays open, but its deny holds.
+    assert!(allowed(&a, WORLD, SERVER, TCP, 9999));
+    assert!(allowed(&a, OTHER, SERVER, TCP, 80));
+    assert!(!allowed(&a, OTHER, SERVER, TCP, 22));
+    assert!(allowed(&a, CLIENT, SERVER, TCP, 22));
+    // Only deny rules: the db is isolated, so nothing is allowed.
+    assert!(!allowed(&a, CLIENT, DB, TCP, 22));
+    assert!(!allowed(&a, CLIENT, DB, TCP, 5432));
+    // `ingress: [{}]` isolates and allows nothing; `egress: []` does not isolate.
+    assert!(!allowed(&a, CLIENT, Y_CLIENT, TCP, 80));
+    assert!(allowed(&a, Y_CLIENT, SERVER, TCP, 80));
+    assert!(allowed(&a, Y_CLIENT, WORLD, TCP, 443));
+}
+
+#[test]
+fn specs_rules_named_ports_and_cross_namespace_peers() {
+    let a = compile(&["specs.yaml"]);
+    assert!(allowed(&a, CLIENT, SERVER, TCP, 80), "`http` is the server's port 80");
+    assert!(!allowed(&a, CLIENT, SERVER, TCP, 81));
+    assert!(!allowed(&a, CLIENT, SERVER, UDP, 80));
+    assert!(allowed(&a, OTHER, Y_CLIENT, TCP, 80), "the peer names its namespace");
+    assert!(!allowed(&a, OTHER, CLIENT, TCP, 80));
+    assert!(!allowed(&a, OTHER, DB, TCP, 80));
+    let (_, ingress) = connect(&a, ip(CLIENT), ip(SERVER), TCP, Some(80));
+    let Decision::Allowed(cookie) = ingress else { panic!("{ingress:?}") };
+    assert_eq!(a.rule(cookie).unwrap().policy, "CiliumNetworkPolicy x/several specs[0]");
+}
+
+#[test]
+fn cilium_and_kubernetes_policies_compile_together() {
+    // A NetworkPolicy allowing everything to the server does not lift a Cilium deny.
+    let (mut sources, _) = load(&["deny-table/deny-client.yaml"]);
+    sources.add(
+        "allow-all.yaml",
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: all\n  namespace: x\n\
+         spec:\n  podSelector: {}\n  ingress:\n    - {}\n",
+    );
+    let bundle = policy_lang::load_sources(&sources);
+    assert!(bundle.diagnostics.is_empty(), "{:?}", bundle.diagnostics);
+    let a = compile_bundle(&sources, &bundle);
+    assert!(!allowed(&a, CLIENT, SERVER, TCP, 80));
+    assert!(allowed(&a, OTHER, SERVER, TCP, 80));
+}
+
+/// The cluster plus one policy given as text.
+fn compile_text(policy: &str) -> Artifact {
+    let (mut sources, _) = load(&[]);
+    sources.add("policy.yaml", policy);
+    let bundle = policy_lang::load_sources(&sources);
+    assert!(bundle.diagnostics.is_empty(), "{:?}", bundle.diagnostics);
+    compile_bundle(&sources, &bundle)
+}
+
+#[test]
+fn namespace_labels_reach_other_namespaces_only_in_cluster_wide_policies() {
+    // Cilium documents namespace labels in peer selectors as meaningful for
+    // cluster-wide policies only; a CiliumNetworkPolicy still restricts the peer to its
+    // own namespace, where no pod has namespace `y`'s labels.
+    let peer = "  ingress:\n    - fromEndpoints:\n        - matchLabels:\n            \
+                io.cilium.k8s.namespace.labels.team: blue\n";
+    let cnp = format!(
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: p\n  namespace: x\n\
+         spec:\n  endpointSelector:\n    matchLabels:\n      app: server\n{peer}"
+    );
+    let a = compile_text(&cnp);
+    assert!(!allowed(&a, Y_CLIENT, SERVER, TCP, 80));
+    let ccnp = format!(
+        "apiVersion: cilium.io/v2\nkind: CiliumClusterwideNetworkPolicy\nmetadata:\n  name: p\n\
+         spec:\n  endpointSelector:\n    matchLabels:\n      app: server\n{peer}"
+    );
+    let a = compile_text(&ccnp);
+    assert!(allowed(&a, Y_CLIENT, SERVER, TCP, 80));
+    assert!(!allowed(&a, CLIENT, SERVER, TCP, 80));
+}
+
+#[test]
+fn peers_that_select_nothing_allow_nothing() {
+    let head = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: p\n  namespace: x\n\
+                spec:\n  endpointSelector:\n    matchLabels:\n      app: server\n  ingress:\n";
+    // An explicitly empty peer list is no wildcard, even with ports.
+    let a = compile_text(&format!(
+        "{head}    - fromEndpoints: []\n      toPorts:\n        - ports:\n            - port: \"80\"\n"
+    ));
+    assert!(!allowed(&a, CLIENT, SERVER, TCP, 80));
+    let a = compile_text(&format!("{head}    - fromEntities: [none]\n"));
+    assert!(!allowed(&a, CLIENT, SERVER, TCP, 80));
+    assert!(!allowed(&a, WORLD, SERVER, TCP, 80));
+    // A toPorts entry without ports matches nothing either.
+    let a = compile_text(&format!("{head}    - toPorts:\n        - {{}}\n"));
+    assert!(!allowed(&a, CLIENT, SERVER, TCP, 80));
+}
