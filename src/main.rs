@@ -214,7 +214,11 @@ fn lint(
     let compilation = compiler::compile(&sources, &bundle);
     let mut diagnostics = bundle.diagnostics.clone();
     diagnostics.extend(compilation.diagnostics.iter().cloned());
-    diagnostics.extend(compiler::lint::lint(&sources, &bundle, &compilation, options));
+    // Lints judge what the tables will enforce; with errors in the inputs that is not
+    // what their authors meant, and the warnings would only be noise after the errors.
+    if !bundle.has_errors() {
+        diagnostics.extend(compiler::lint::lint(&sources, &bundle, &compilation, options));
+    }
     let count = |s: Severity| diagnostics.iter().filter(|d| d.severity() == s).count();
     let (errors, warnings) = (count(Severity::Error), count(Severity::Warning));
     match format {

@@ -64,7 +64,9 @@ pub fn lint(
                             );
                         }
                     }
-                    Peer::Cidr { cidr, except } => {
+                    // A /0 is "the world" (e.g. Cilium's world-ipv4 entity): that it
+                    // holds pod addresses is the point, not a mistake.
+                    Peer::Cidr { cidr, except } if cidr.prefix > 0 => {
                         let inside: Vec<&str> = artifact
                             .endpoints
                             .iter()

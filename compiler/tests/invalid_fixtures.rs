@@ -1,5 +1,5 @@
 //! The fixtures of `fixtures/invalid` run through the whole pipeline of `policyc lint`:
-//! front end, compiler, lints. Each must produce exactly the codes of its first line,
+//! front end, compiler, then lints when the front end found no error. Each must produce exactly the codes of its first line,
 //! `# expect: PL0022`. policy-lang's own test checks the front end alone; this one is
 //! where the compiler's codes (PL0022, PL0023, PL0031, PL02xx, PL0300) are checked.
 //!
@@ -65,17 +65,29 @@ fn header(path: &Path) -> Header {
     header
 }
 
-/// Every code the fixture produces: front end, compiler and lints together.
-fn codes(path: &Path, header: &Header) -> BTreeSet<String> {
+/// Every diagnostic the fixture produces (front end, compiler and lints together), and
+/// their rendering as `policyc lint` prints it, with the fixture named as from the
+/// repository root.
+fn run(path: &Path, header: &Header) -> (BTreeSet<String>, String) {
     let (sources, mut diagnostics) = read_inputs(&[path.to_path_buf()]).expect("reading a fixture");
     let bundle = load_sources(&sources);
     diagnostics.extend(bundle.diagnostics.iter().cloned());
     let compilation = compile_with(&sources, &bundle, &header.options);
     diagnostics.extend(compilation.diagnostics.iter().cloned());
-    diagnostics.extend(lint(&sources, &bundle, &compilation, header.lint_options));
-    diagnostics.iter().map(|d| d.code.code.to_owned()).collect()
+    if !bundle.has_errors() {
+        diagnostics.extend(lint(&sources, &bundle, &compilation, header.lint_options));
+    }
+    let codes = diagnostics.iter().map(|d| d.code.code.to_owned()).collect();
+    let dir = path.parent().expect("a fixture is in a folder").display().to_string();
+    let rendered: String = diagnostics
+        .iter()
+        .map(|d| d.render(&sources).replace(&dir, "fixtures/invalid") + "\n")
+        .collect();
+    (codes, rendered)
 }
 
+/// Also snapshots each fixture's rendered diagnostics (no colour) under
+/// snapshots/diagnostics/, one readable file per fixture.
 #[test]
 fn every_invalid_fixture_produces_exactly_its_expected_codes_through_the_compiler() {
     let failures = std::thread::Builder::new()
@@ -84,7 +96,15 @@ fn every_invalid_fixture_produces_exactly_its_expected_codes_through_the_compile
             let mut failures = Vec::new();
             for path in fixtures() {
                 let header = header(&path);
-                let got = codes(&path, &header);
+                let (got, rendered) = run(&path, &header);
+                let name = path.file_stem().expect("a file name").to_string_lossy().into_owned();
+                insta::with_settings!({
+                    snapshot_path => "../../snapshots/diagnostics",
+                    prepend_module_to_snapshot => false,
+                    omit_expression => true,
+                }, {
+                    insta::assert_snapshot!(name, rendered);
+                });
                 if got != header.expect {
                     let want = &header.expect;
                     failures.push(format!("{}: expected {want:?}, got {got:?}", path.display()));
