@@ -9,6 +9,8 @@ use clap::{Parser, Subcommand};
 use compiler::artifact::Artifact;
 use policy_lang::{Severity, Sources};
 
+mod trace;
+
 #[derive(Parser)]
 #[command(name = "policyc", version, about = "Compile Kubernetes network policies into eBPF map images")]
 struct Cli {
@@ -21,6 +23,12 @@ enum Format {
     Human,
     Json,
     Sarif,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum TraceFormat {
+    Human,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -65,6 +73,28 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
     },
+    /// Explain why a flow is allowed or denied: the deciding policy and rule per
+    /// direction, and the compiled tables' answer beside the reference's.
+    Trace {
+        /// Manifests, as for `compile`.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Source: an IP, `namespace/pod`, `namespace/workload` or `namespace:selector`.
+        #[arg(long)]
+        from: String,
+        /// Destination, in the same forms.
+        #[arg(long)]
+        to: String,
+        /// tcp, udp, sctp, icmp, icmpv6 or a protocol number.
+        #[arg(long, default_value = "tcp")]
+        protocol: String,
+        /// Destination port (or ICMP type).
+        #[arg(long)]
+        port: Option<u16>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = TraceFormat::Human)]
+        format: TraceFormat,
+    },
     /// Print the content of an artifact.
     Inspect {
         artifact: PathBuf,
@@ -101,6 +131,9 @@ fn main() -> ExitCode {
             lint(&inputs, deny_warnings, options, format)
         }
         Command::Inspect { artifact } => inspect(&artifact),
+        Command::Trace { inputs, from, to, protocol, port, format } => {
+            run_trace(&inputs, &from, &to, &protocol, port, format == TraceFormat::Json)
+        }
     };
     match result {
         Ok(code) => code,
@@ -237,6 +270,27 @@ fn lint(
         }
     }
     Ok(if errors > 0 || (deny_warnings && warnings > 0) { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+fn run_trace(
+    inputs: &[PathBuf],
+    from: &str,
+    to: &str,
+    protocol: &str,
+    port: Option<u16>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let (sources, bundle) = front_end(inputs)?;
+    if bundle.has_errors() {
+        report(&sources, &bundle.diagnostics);
+        anyhow::bail!("the inputs have errors; fix them before tracing");
+    }
+    let compilation = compiler::compile(&sources, &bundle);
+    let proto = trace::parse_protocol(protocol)?;
+    let from = trace::resolve(from, &bundle).context("resolving --from")?;
+    let to = trace::resolve(to, &bundle).context("resolving --to")?;
+    let agree = trace::trace(&sources, &bundle, &compilation, &from, &to, proto, port, json)?;
+    Ok(if agree { ExitCode::SUCCESS } else { ExitCode::from(3) })
 }
 
 fn inspect(path: &PathBuf) -> anyhow::Result<ExitCode> {
