@@ -26,6 +26,23 @@ enum Format {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum EnforcementArg {
+    Default,
+    Always,
+    Never,
+}
+
+impl From<EnforcementArg> for compiler::ir::Enforcement {
+    fn from(arg: EnforcementArg) -> Self {
+        match arg {
+            EnforcementArg::Default => compiler::ir::Enforcement::Default,
+            EnforcementArg::Always => compiler::ir::Enforcement::Always,
+            EnforcementArg::Never => compiler::ir::Enforcement::Never,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum TraceFormat {
     Human,
     Json,
@@ -57,6 +74,14 @@ enum Command {
         /// Most address-table entries allowed (default: the map's capacity).
         #[arg(long)]
         max_ipcache_entries: Option<usize>,
+        /// When a direction is enforced: once a policy isolates it (default), always,
+        /// or never.
+        #[arg(long, value_enum, default_value_t = EnforcementArg::Default)]
+        enforcement: EnforcementArg,
+        /// Let ipBlock peers match pod addresses too, as upstream Kubernetes specifies
+        /// (by default, as in Cilium, pods are matched only by their labels).
+        #[arg(long)]
+        ipblock_matches_pods: bool,
     },
     /// Check manifests and report every problem, without writing anything.
     Lint {
@@ -116,8 +141,14 @@ fn main() -> ExitCode {
             prune_retired,
             max_policy_entries,
             max_ipcache_entries,
+            enforcement,
+            ipblock_matches_pods,
         } => {
-            let mut options = compiler::Options::default();
+            let mut options = compiler::Options {
+                enforcement: enforcement.into(),
+                ipblock_matches_pods,
+                ..compiler::Options::default()
+            };
             if let Some(n) = max_policy_entries {
                 options.capacity.policy = n;
             }

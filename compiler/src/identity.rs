@@ -30,6 +30,8 @@ pub const FIRST_CIDR_IDENTITY: u32 = 0x0100_0001;
 
 pub const NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
 pub const NAMESPACE_LABELS_PREFIX: &str = "io.cilium.k8s.namespace.labels.";
+/// The pod's service account, as Cilium labels endpoints with it.
+pub const SERVICE_ACCOUNT_LABEL: &str = "io.cilium.k8s.policy.serviceaccount";
 
 /// Label keys that change per pod or per rollout and would split one workload into many
 /// identities without ever being useful in a policy.
@@ -64,12 +66,17 @@ pub fn is_identity_label(key: &str) -> bool {
 /// Label keys that carry namespace identity. On a pod they would let it pass selectors
 /// written for other namespaces, so they are never taken from pod labels.
 pub fn is_reserved_key(key: &str) -> bool {
-    key == NAMESPACE_LABEL || key.starts_with(NAMESPACE_LABELS_PREFIX)
+    key == NAMESPACE_LABEL || key == SERVICE_ACCOUNT_LABEL || key.starts_with(NAMESPACE_LABELS_PREFIX)
 }
 
 /// The labels selectors match a pod by: its own labels, its namespace, and its
 /// namespace's labels under [`NAMESPACE_LABELS_PREFIX`].
-pub fn endpoint_labels(pod_labels: &Labels, namespace: &str, ns_labels: &Labels) -> Labels {
+pub fn endpoint_labels(
+    pod_labels: &Labels,
+    namespace: &str,
+    ns_labels: &Labels,
+    service_account: &str,
+) -> Labels {
     // A pod cannot claim its namespace's labels: keys reserved for them are dropped
     // (and reported by the compiler, see `is_reserved_key`).
     let mut out: Labels = pod_labels
@@ -78,6 +85,7 @@ pub fn endpoint_labels(pod_labels: &Labels, namespace: &str, ns_labels: &Labels)
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     out.insert(NAMESPACE_LABEL.to_owned(), namespace.to_owned());
+    out.insert(SERVICE_ACCOUNT_LABEL.to_owned(), service_account.to_owned());
     for (k, v) in ns_labels {
         out.insert(format!("{NAMESPACE_LABELS_PREFIX}{k}"), v.clone());
     }
@@ -93,6 +101,7 @@ pub fn identity_labels(endpoint_labels: &Labels, selected_keys: &BTreeSet<String
         .iter()
         .filter(|(k, _)| {
             k.as_str() == NAMESPACE_LABEL
+                || k.as_str() == SERVICE_ACCOUNT_LABEL
                 || k.starts_with(NAMESPACE_LABELS_PREFIX)
                 || is_identity_label(k)
                 || selected_keys.contains(k.as_str())
@@ -143,8 +152,8 @@ mod tests {
     #[test]
     fn noise_labels_do_not_split_identities_unless_selected() {
         let ns = labels(&[("team", "a")]);
-        let a = endpoint_labels(&labels(&[("app", "web"), ("pod-template-hash", "1")]), "x", &ns);
-        let b = endpoint_labels(&labels(&[("app", "web"), ("pod-template-hash", "2")]), "x", &ns);
+        let a = endpoint_labels(&labels(&[("app", "web"), ("pod-template-hash", "1")]), "x", &ns, "default");
+        let b = endpoint_labels(&labels(&[("app", "web"), ("pod-template-hash", "2")]), "x", &ns, "default");
         let none = BTreeSet::new();
         assert_eq!(identity_labels(&a, &none), identity_labels(&b, &none));
         let id = identity_labels(&a, &none);
@@ -157,7 +166,7 @@ mod tests {
     #[test]
     fn a_pod_cannot_claim_namespace_labels() {
         let pod = labels(&[("io.cilium.k8s.namespace.labels.team", "blue"), (NAMESPACE_LABEL, "y")]);
-        let ep = endpoint_labels(&pod, "x", &labels(&[]));
+        let ep = endpoint_labels(&pod, "x", &labels(&[]), "default");
         assert_eq!(ep.get(NAMESPACE_LABEL).map(String::as_str), Some("x"));
         assert!(!ep.contains_key("io.cilium.k8s.namespace.labels.team"));
     }

@@ -12,6 +12,18 @@ use std::collections::BTreeSet;
 use policy_lang::Span;
 use policy_lang::ast::{Cidr, Direction, LabelSelector};
 
+/// When an endpoint's direction is enforced, as Cilium's `policy-enforcement` setting.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Enforcement {
+    /// Once some policy that selects the endpoint isolates the direction (Kubernetes).
+    #[default]
+    Default,
+    /// Always: an endpoint no policy selects denies everything but the host.
+    Always,
+    /// Never: every flow passes, denies included.
+    Never,
+}
+
 /// Ordered tiers. Policies of an earlier tier decide first; `Pass` hands a flow to the
 /// next tier. NetworkPolicy and Cilium policies live in `Default`; AdminNetworkPolicy
 /// and BaselineAdminNetworkPolicy will use the others.

@@ -27,7 +27,7 @@ use policy_lang::Bundle;
 use policy_lang::ast::{ContainerPort, Direction, Labels};
 
 use crate::identity;
-use crate::ir::{Action, Entity, Peer, Policy, PortMatch, PortSpec, Rule};
+use crate::ir::{Action, Enforcement, Entity, Peer, Policy, PortMatch, PortSpec, Rule};
 use crate::solve::{Analysis, namespace_labels};
 
 /// Protocols a port without a protocol stands for: TCP, UDP and SCTP.
@@ -47,6 +47,9 @@ pub struct Options {
     /// which no CIDR peer lists). `true` follows upstream Kubernetes, whose conformance
     /// tests expect `ipBlock: {cidr: <pod IP>/32}` to reach that pod.
     pub ipblock_matches_pods: bool,
+    /// When directions are enforced; the compiled tables follow
+    /// [`crate::Options::enforcement`].
+    pub enforcement: crate::ir::Enforcement,
 }
 
 /// One endpoint (pod) as the reference sees it.
@@ -151,6 +154,7 @@ impl<'a> Reference<'a> {
                     &pod.meta.labels,
                     &pod.meta.namespace,
                     &namespaces[&pod.meta.namespace],
+                    pod.service_account.as_ref().map_or("default", |sa| sa.value.as_str()),
                 ),
                 addresses: pod.ips.iter().map(|ip| ip.value).collect(),
                 ports: pod.ports.clone(),
@@ -203,6 +207,9 @@ impl<'a> Reference<'a> {
         proto: u8,
         port: Option<u16>,
     ) -> Verdict {
+        if self.options.enforcement == Enforcement::Never {
+            return Verdict::NotIsolated;
+        }
         let matches = self.matching_rules(subject, direction, peer, proto, port);
         if let Some(deny) = matches.iter().find(|m| m.action == Action::Deny) {
             return Verdict::Denied { policy: deny.policy.clone(), rule: deny.rule.clone() };
@@ -213,7 +220,7 @@ impl<'a> Reference<'a> {
             .filter(|p| p.isolates.contains(&direction))
             .map(|p| p.name.clone())
             .collect();
-        if isolating.is_empty() {
+        if isolating.is_empty() && self.options.enforcement != Enforcement::Always {
             return Verdict::NotIsolated;
         }
 

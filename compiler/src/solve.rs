@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use crate::artifact::{Artifact, EndpointRecord, IdentityRecord, RuleRecord};
 use crate::codes;
 use crate::identity::{self, Allocator, FIRST_CIDR_IDENTITY, reserved};
-use crate::ir::{Action, Entity, Peer, Policy, PortMatch, PortSpec, Rule};
+use crate::ir::{Action, Enforcement, Entity, Peer, Policy, PortMatch, PortSpec, Rule};
 use crate::tables::{self, Entry, Pattern, Verdict};
 use crate::{lower, lower_cilium};
 
@@ -76,6 +76,12 @@ pub struct Options {
     pub lock: crate::lock::Lock,
     /// Entry limits per table; exceeding one is an error, never a truncation.
     pub capacity: Capacity,
+    /// When directions are enforced.
+    pub enforcement: crate::ir::Enforcement,
+    /// Whether an ipBlock also matches pod addresses, as upstream Kubernetes specifies.
+    /// Off by default, as in Cilium: pods are matched by their labels, and a CIDR peer
+    /// means addresses outside the cluster.
+    pub ipblock_matches_pods: bool,
 }
 
 /// How many entries each datapath map may hold. The defaults are the capacities the
@@ -141,6 +147,7 @@ pub fn compile_with(sources: &Sources, bundle: &Bundle, options: &Options) -> Co
                 &pod.meta.labels,
                 &pod.meta.namespace,
                 &namespaces[&pod.meta.namespace],
+                pod.service_account.as_ref().map_or("default", |sa| sa.value.as_str()),
             ),
             identity: 0,
         })
@@ -164,6 +171,19 @@ pub fn compile_with(sources: &Sources, bundle: &Bundle, options: &Options) -> Co
             None => PORT_PROTOCOLS.iter().map(|p| (name.clone(), *p)).collect(),
         })
         .collect();
+    let ip_blocks: BTreeSet<(Cidr, Vec<Cidr>)> = if options.ipblock_matches_pods {
+        policies
+            .iter()
+            .flat_map(|p| &p.rules)
+            .flat_map(|r| r.peers.iter().flatten())
+            .filter_map(|peer| match peer {
+                Peer::Cidr { cidr, except } => Some((*cidr, except.clone())),
+                _ => None,
+            })
+            .collect()
+    } else {
+        BTreeSet::new()
+    };
     let identity_labels: Vec<Labels> = endpoints
         .iter()
         .map(|e| {
@@ -178,6 +198,13 @@ pub fn compile_with(sources: &Sources, bundle: &Bundle, options: &Options) -> Co
                     .collect();
                 if !numbers.is_empty() {
                     labels.insert(format!("{PORT_LABEL_PREFIX}{name}.{proto}"), numbers.join("_"));
+                }
+            }
+            // With ipBlocks matching pods, membership in each ipBlock joins the identity
+            // labels too, so that "the pods inside this block" is a set of identities.
+            for (cidr, except) in &ip_blocks {
+                if e.pod.ips.iter().any(|ip| in_block(ip.value, cidr, except)) {
+                    labels.insert(ip_block_label(cidr, except), String::new());
                 }
             }
             labels
@@ -239,7 +266,11 @@ pub fn compile_with(sources: &Sources, bundle: &Bundle, options: &Options) -> Co
     let cidr_identities: BTreeMap<Cidr, u32> =
         prefixes.iter().enumerate().map(|(i, c)| (*c, FIRST_CIDR_IDENTITY + i as u32)).collect();
 
-    let cx = Context { endpoints: &endpoints, cidr_identities: &cidr_identities };
+    let cx = Context {
+        endpoints: &endpoints,
+        cidr_identities: &cidr_identities,
+        ipblock_matches_pods: options.ipblock_matches_pods,
+    };
 
     // Tables: one per distinct content, numbered from 1 in order of first use.
     let tables_span = tracing::info_span!("tables").entered();
@@ -253,7 +284,13 @@ pub fn compile_with(sources: &Sources, bundle: &Bundle, options: &Options) -> Co
             let selecting: Vec<usize> = (0..policies.len())
                 .filter(|&i| policies[i].subject.matches(&ep.labels))
                 .collect();
-            let isolated = selecting.iter().any(|&i| policies[i].isolates.contains(&direction));
+            let isolated = match options.enforcement {
+                Enforcement::Default => {
+                    selecting.iter().any(|&i| policies[i].isolates.contains(&direction))
+                }
+                Enforcement::Always => true,
+                Enforcement::Never => continue,
+            };
             let mut entries = Vec::new();
             for &pi in &selecting {
                 for (ri, rule) in policies[pi].rules.iter().enumerate() {
@@ -384,6 +421,20 @@ pub fn compile_with(sources: &Sources, bundle: &Bundle, options: &Options) -> Co
         rule_flows,
     };
     Compilation { artifact, diagnostics, stats, lock, analysis }
+}
+
+fn in_block(ip: std::net::IpAddr, cidr: &Cidr, except: &[Cidr]) -> bool {
+    cidr.contains(ip) && !except.iter().any(|e| e.contains(ip))
+}
+
+/// The identity label that marks membership of an ipBlock.
+fn ip_block_label(cidr: &Cidr, except: &[Cidr]) -> String {
+    let mut label = format!("policyc.ipblock.{cidr}");
+    for e in except {
+        label.push('!');
+        label.push_str(&e.to_string());
+    }
+    label
 }
 
 /// Refuses tables that do not fit their maps, naming the policies that cost most: a
@@ -544,6 +595,7 @@ pub(crate) fn namespace_labels(bundle: &Bundle, diagnostics: &mut Vec<Diagnostic
 struct Context<'a> {
     endpoints: &'a [Endpoint<'a>],
     cidr_identities: &'a BTreeMap<Cidr, u32>,
+    ipblock_matches_pods: bool,
 }
 
 impl Context<'_> {
@@ -649,14 +701,24 @@ impl Context<'_> {
                 .filter(|e| selector.matches(&e.labels))
                 .map(|e| e.identity)
                 .collect(),
-            Peer::Cidr { cidr, except } => self
-                .cidr_identities
-                .iter()
-                .filter(|(prefix, _)| {
-                    cidr.contains_cidr(prefix) && !except.iter().any(|e| e.contains_cidr(prefix))
-                })
-                .map(|(_, id)| *id)
-                .collect(),
+            Peer::Cidr { cidr, except } => {
+                let prefixes = self
+                    .cidr_identities
+                    .iter()
+                    .filter(|(prefix, _)| {
+                        cidr.contains_cidr(prefix) && !except.iter().any(|e| e.contains_cidr(prefix))
+                    })
+                    .map(|(_, id)| *id);
+                // Pods inside the block, when ipBlocks match pods: exact per identity,
+                // since block membership is part of the identity labels.
+                let pods = self
+                    .endpoints
+                    .iter()
+                    .filter(|_| self.ipblock_matches_pods)
+                    .filter(|e| e.pod.ips.iter().any(|ip| in_block(ip.value, cidr, except)))
+                    .map(|e| e.identity);
+                prefixes.chain(pods).collect()
+            }
             Peer::Entity(entity) => self.entity_identities(*entity),
         }
     }

@@ -362,6 +362,12 @@ fn disagreements(yaml: &str, cluster: &Cluster) -> Result<Vec<String>, String> {
     let (bundle, compilation) = support::compile(&sources)?;
     let reference = Reference::new(&bundle, &compilation.analysis);
     support::same_endpoints(&reference, &compilation)?;
+    let upstream_options =
+        compiler::Options { ipblock_matches_pods: true, ..compiler::Options::default() };
+    let upstream = compiler::compile_with(&sources, &bundle, &upstream_options);
+    let upstream_reference = Reference::new(&bundle, &upstream.analysis).with_options(
+        compiler::reference::Options { ipblock_matches_pods: true, ..Default::default() },
+    );
 
     let pods: Vec<IpAddr> = (0..cluster.pods.len()).map(|i| pod_address(cluster, i)).collect();
     let external: Vec<IpAddr> = EXTERNAL.iter().map(|a| a.parse().unwrap()).collect();
@@ -381,6 +387,16 @@ fn disagreements(yaml: &str, cluster: &Cluster) -> Result<Vec<String>, String> {
                 if expected.passes() != (egress.passes() && ingress.passes()) {
                     out.push(format!(
                         "{src} -> {dst} proto {proto} port {port}: pass/fail differs"
+                    ));
+                }
+                // The same with ipBlocks matching pods, in both the tables and the
+                // reference: identities split by block membership must stay exact.
+                let (egress_up, ingress_up) = support::simulate(&upstream.artifact, &flow);
+                if upstream_reference.evaluate(&flow).passes()
+                    != (egress_up.passes() && ingress_up.passes())
+                {
+                    out.push(format!(
+                        "{src} -> {dst} proto {proto} port {port}: pass/fail differs with ipblock_matches_pods"
                     ));
                 }
                 for (direction, decision) in

@@ -4,7 +4,7 @@
 //! simulator (from the artifact). See fixtures/conformance/README.md for the layout.
 //!
 //! - `expected.txt` follows upstream Kubernetes, so it is held against the reference
-//!   with `ipblock_matches_pods = true`;
+//!   with `ipblock_matches_pods = true`, and by tables compiled with that option;
 //! - `expected-default.txt`, where present (the ipBlock scenarios), or else
 //!   `expected.txt`, is held against the reference in its default mode;
 //! - the simulator is held against the default reference, decision and rule included.
@@ -155,9 +155,15 @@ fn run(dir: &Path) -> Result<Vec<String>, String> {
         return Err(format!("{read:?}"));
     }
     let (bundle, compilation) = support::compile(&sources)?;
+    // The same inputs compiled with ipBlocks matching pods, as upstream Kubernetes wants.
+    let upstream_tables = compiler::compile_with(
+        &sources,
+        &bundle,
+        &compiler::Options { ipblock_matches_pods: true, ..compiler::Options::default() },
+    );
     let default = Reference::new(&bundle, &compilation.analysis);
     let upstream = Reference::new(&bundle, &compilation.analysis)
-        .with_options(Options { ipblock_matches_pods: true });
+        .with_options(Options { ipblock_matches_pods: true, ..Options::default() });
     support::same_endpoints(&default, &compilation)?;
 
     let expected = parse_expected(&dir.join("expected.txt"))?;
@@ -210,6 +216,11 @@ fn run(dir: &Path) -> Result<Vec<String>, String> {
             egress.passes() && ingress.passes()
         });
 
+        let simulator_upstream = Matrix::build(pods, |s, d| {
+            let (egress, ingress) = support::simulate(&upstream_tables.artifact, &flow(s, d));
+            egress.passes() && ingress.passes()
+        });
+
         let name = format!(
             "{} probe {} {}",
             dir.file_name().unwrap().to_string_lossy(),
@@ -220,6 +231,12 @@ fn run(dir: &Path) -> Result<Vec<String>, String> {
             failures.push(format!(
                 "{name}: expected.txt disagrees with the reference (ipblock_matches_pods = true)\n{}",
                 side_by_side(&[("expected.txt", &probe.matrix), ("reference", &reference_upstream)])
+            ));
+        }
+        if probe.matrix != simulator_upstream {
+            failures.push(format!(
+                "{name}: tables compiled with ipblock_matches_pods disagree with expected.txt\n{}",
+                side_by_side(&[("expected.txt", &probe.matrix), ("simulator", &simulator_upstream)])
             ));
         }
         // Without expected-default.txt both modes answer to expected.txt; report a

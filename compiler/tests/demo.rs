@@ -130,3 +130,33 @@ fn exceeding_a_table_limit_is_an_error_naming_the_costliest_policies() {
     let help = errors[0].help.as_deref().unwrap();
     assert!(help.starts_with("most entries come from: NetworkPolicy shop/allow-dns (6)"), "{help}");
 }
+
+#[test]
+fn enforcement_modes_agree_between_tables_and_reference() {
+    use compiler::ir::Enforcement;
+    use compiler::reference::{Address, Flow, Options as RefOptions, Reference};
+
+    let (sources, _) = policy_lang::manifest::read_inputs(&[fixture("demo")]).unwrap();
+    let bundle = policy_lang::load_sources(&sources);
+    for enforcement in [Enforcement::Default, Enforcement::Always, Enforcement::Never] {
+        let options = compiler::Options { enforcement, ..compiler::Options::default() };
+        let compilation = compiler::compile_with(&sources, &bundle, &options);
+        let reference = Reference::new(&bundle, &compilation.analysis)
+            .with_options(RefOptions { enforcement, ..RefOptions::default() });
+        let a = &compilation.artifact;
+        let pods = [FRONTEND, CART, POSTGRES, PROMETHEUS, COREDNS, "8.8.8.8"];
+        for src in pods {
+            for dst in pods.iter().filter(|d| **d != src) {
+                for (proto, port) in [(TCP, 5432), (TCP, 9090), (UDP, 53), (TCP, 8080)] {
+                    let flow = Flow { src: Address::Ip(ip(src)), dst: Address::Ip(ip(dst)), proto, port: Some(port) };
+                    let tables = allowed(a, src, dst, proto, port);
+                    assert_eq!(tables, reference.evaluate(&flow).passes(), "{enforcement:?} {src} -> {dst} {proto}/{port}");
+                }
+            }
+        }
+        // The unselected monitoring pod: open by default, closed always, open never.
+        let open = allowed(a, PROMETHEUS, COREDNS, TCP, 9999);
+        assert_eq!(open, enforcement != Enforcement::Always, "{enforcement:?}");
+        assert_eq!(allowed(a, FRONTEND, POSTGRES, TCP, 5432), enforcement == Enforcement::Never);
+    }
+}

@@ -19,9 +19,9 @@ use crate::source::Span;
 use crate::yaml::{Node, NodeKind};
 
 /// Labels Cilium gives an endpoint from data policyc does not read yet: a selector on
-/// them would silently match no pod.
-const UNREAD_CILIUM_LABELS: &[&str] =
-    &["io.cilium.k8s.policy.serviceaccount", "io.cilium.k8s.policy.cluster"];
+/// them would silently match no pod. (The service account label,
+/// `io.cilium.k8s.policy.serviceaccount`, is read from the pod spec.)
+const UNREAD_CILIUM_LABELS: &[&str] = &["io.cilium.k8s.policy.cluster"];
 
 /// What a selector selects.
 #[derive(Debug)]

@@ -179,10 +179,10 @@ fn reports_fields_that_need_cluster_state_we_do_not_read() {
         "  ingress:\n    - fromEndpoints:\n        - matchLabels:\n            cidr:10.0.0.0/8: \"\"\n",
     );
     assert_one(&cidr_label, codes::UNSUPPORTED_FIELD, "cidr:10");
-    let account = cnp(
-        "  ingress:\n    - fromEndpoints:\n        - matchLabels:\n            io.cilium.k8s.policy.serviceaccount: web\n",
+    let cluster = cnp(
+        "  ingress:\n    - fromEndpoints:\n        - matchLabels:\n            io.cilium.k8s.policy.cluster: east\n",
     );
-    assert_one(&account, codes::UNSUPPORTED_FIELD, "io.cilium.k8s.policy.serviceaccount");
+    assert_one(&cluster, codes::UNSUPPORTED_FIELD, "io.cilium.k8s.policy.cluster");
 }
 
 #[test]
