@@ -214,7 +214,7 @@ fn ipblocks_skip_pod_addresses_unless_switched_to_upstream_semantics() {
     assert!(!cilium.evaluate(&flow(WEB, "11.0.0.1", TCP, 80)).passes());
 
     let upstream = Reference::from_parts(&policies, endpoints())
-        .with_options(Options { ipblock_matches_pods: true });
+        .with_options(Options { ipblock_matches_pods: true, ..Options::default() });
     assert!(upstream.evaluate(&flow(WEB, CLIENT, TCP, 80)).passes());
     assert!(!upstream.evaluate(&flow(WEB, DB, TCP, 80)).passes(), "in except");
 }
