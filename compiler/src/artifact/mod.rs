@@ -84,10 +84,11 @@ impl Artifact {
 
     /// Sorts every list into its canonical order.
     pub fn normalize(&mut self) {
-        self.identities.sort();
+        // Inner lists first: the outer order compares them.
         for identity in &mut self.identities {
             identity.labels.sort();
         }
+        self.identities.sort();
         for endpoint in &mut self.endpoints {
             endpoint.addresses.sort();
         }
