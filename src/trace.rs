@@ -35,21 +35,27 @@ pub fn resolve(spec: &str, bundle: &Bundle) -> anyhow::Result<End> {
         return Ok(End { spec: spec.into(), address: Address::Ip(ip), pod });
     }
     let mut pods: Vec<_> = bundle.pods.iter().filter(|p| !p.host_network).collect();
-    pods.sort_by(|a, b| (&a.meta.namespace, &a.meta.name.value).cmp(&(&b.meta.namespace, &b.meta.name.value)));
+    pods.sort_by(|a, b| {
+        (&a.meta.namespace, &a.meta.name.value).cmp(&(&b.meta.namespace, &b.meta.name.value))
+    });
     let chosen = if let Some((ns, expr)) = spec.split_once(':') {
         let mut sources = Sources::default();
-        let selector = policy_lang::selector_expr::parse_cli(&mut sources, expr).map_err(|diags| {
-            let rendered: String = diags.iter().map(|d| d.render(&sources)).collect();
-            anyhow::anyhow!("invalid selector in `{spec}`:\n{rendered}")
-        })?;
+        let selector =
+            policy_lang::selector_expr::parse_cli(&mut sources, expr).map_err(|diags| {
+                let rendered: String = diags.iter().map(|d| d.render(&sources)).collect();
+                anyhow::anyhow!("invalid selector in `{spec}`:\n{rendered}")
+            })?;
         pods.into_iter().find(|p| p.meta.namespace == ns && selector.matches(&p.meta.labels))
     } else if let Some((ns, name)) = spec.split_once('/') {
-        let by_name = pods.iter().copied().find(|p| p.meta.namespace == ns && p.meta.name.value == name);
+        let by_name =
+            pods.iter().copied().find(|p| p.meta.namespace == ns && p.meta.name.value == name);
         by_name.or_else(|| {
             pods.into_iter().find(|p| p.meta.namespace == ns && owned_by(bundle, p, name))
         })
     } else {
-        bail!("`{spec}` is not an IP address, `namespace/pod`, `namespace/workload` or `namespace:selector`")
+        bail!(
+            "`{spec}` is not an IP address, `namespace/pod`, `namespace/workload` or `namespace:selector`"
+        )
     };
     let Some(pod) = chosen else { bail!("no pod matches `{spec}`") };
     let Some(ip) = pod.ips.first() else {
@@ -73,7 +79,11 @@ fn owned_by(bundle: &Bundle, pod: &policy_lang::ast::Pod, name: &str) -> bool {
         owner = bundle
             .workloads
             .iter()
-            .find(|w| w.meta.namespace == pod.meta.namespace && w.meta.name.value == o.name && w.kind.name() == o.kind)
+            .find(|w| {
+                w.meta.namespace == pod.meta.namespace
+                    && w.meta.name.value == o.name
+                    && w.kind.name() == o.kind
+            })
             .and_then(|w| w.owner.as_ref());
     }
     false
@@ -87,17 +97,23 @@ struct Side {
     tables: Option<Decision>,
 }
 
+/// What to trace: both ends, the protocol and the destination port.
+pub struct Query {
+    pub from: End,
+    pub to: End,
+    pub proto: u8,
+    pub port: Option<u16>,
+}
+
+/// Prints the trace; returns whether the compiled tables agree with the reference.
 pub fn trace(
-    sources: &Sources,
     bundle: &Bundle,
     compilation: &compiler::Compilation,
-    from: &End,
-    to: &End,
-    proto: u8,
-    port: Option<u16>,
+    query: &Query,
     json_output: bool,
 ) -> anyhow::Result<bool> {
-    let _ = sources;
+    let Query { from, to, proto, port } = query;
+    let (proto, port) = (*proto, *port);
     let artifact = &compilation.artifact;
     let reference = Reference::new(bundle, &compilation.analysis);
     let flow = Flow { src: from.address, dst: to.address, proto, port };
@@ -134,12 +150,26 @@ pub fn trace(
         writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
     } else {
         let port_text = port.map_or(String::new(), |p| format!("/{p}"));
-        writeln!(out, "{} -> {} {}{port_text}", describe(from), describe(to), protocol_name(proto))?;
+        writeln!(
+            out,
+            "{} -> {} {}{port_text}",
+            describe(from),
+            describe(to),
+            protocol_name(proto)
+        )?;
         for s in &sides {
-            writeln!(out, "  {} at {}: {}", s.direction.name(), s.at, verdict_text(&s.reference, artifact))?;
+            writeln!(
+                out,
+                "  {} at {}: {}",
+                s.direction.name(),
+                s.at,
+                verdict_text(&s.reference, artifact)
+            )?;
             match s.tables {
                 Some(d) => writeln!(out, "    compiled tables: {}", decision_text(d, artifact))?,
-                None => writeln!(out, "    compiled tables: not checked (the peer has no address)")?,
+                None => {
+                    writeln!(out, "    compiled tables: not checked (the peer has no address)")?
+                }
             }
         }
         if sides.is_empty() {
@@ -147,7 +177,10 @@ pub fn trace(
         }
         writeln!(out, "verdict: {}", if allowed { "ALLOWED" } else { "DENIED" })?;
         if !agree {
-            writeln!(out, "warning: the compiled tables disagree with the reference; please report this")?;
+            writeln!(
+                out,
+                "warning: the compiled tables disagree with the reference; please report this"
+            )?;
         }
     }
     Ok(agree)
@@ -185,10 +218,14 @@ fn location(artifact: &Artifact, policy: &str, rule: &str) -> String {
 fn verdict_text(v: &Verdict, artifact: &Artifact) -> String {
     match v {
         Verdict::Allowed { policy, rule } => {
-            format!("allowed by {policy} {rule} {}", location(artifact, policy, rule)).trim_end().into()
+            format!("allowed by {policy} {rule} {}", location(artifact, policy, rule))
+                .trim_end()
+                .into()
         }
         Verdict::Denied { policy, rule } => {
-            format!("denied by {policy} {rule} {}", location(artifact, policy, rule)).trim_end().into()
+            format!("denied by {policy} {rule} {}", location(artifact, policy, rule))
+                .trim_end()
+                .into()
         }
         Verdict::NotIsolated => "allowed: no policy isolates this direction".into(),
         Verdict::DefaultDeny { isolating } => {
@@ -199,7 +236,9 @@ fn verdict_text(v: &Verdict, artifact: &Artifact) -> String {
 
 fn decision_text(d: Decision, artifact: &Artifact) -> String {
     let rule = |cookie: u32| {
-        artifact.rule(cookie).map_or(format!("rule #{cookie}"), |r| format!("{} {}", r.policy, r.rule))
+        artifact
+            .rule(cookie)
+            .map_or(format!("rule #{cookie}"), |r| format!("{} {}", r.policy, r.rule))
     };
     match d {
         Decision::NotEnforced => "pass (direction not enforced)".into(),

@@ -41,7 +41,8 @@ fn lint_exit_codes_follow_ci_conventions() {
 
 #[test]
 fn lint_writes_sarif_that_names_rules_and_regions() {
-    let out = policyc(&["lint", "--format", "sarif", "fixtures/invalid/PL0013-port-out-of-range.yaml"]);
+    let out =
+        policyc(&["lint", "--format", "sarif", "fixtures/invalid/PL0013-port-out-of-range.yaml"]);
     assert_eq!(out.status.code(), Some(1));
     let log: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("SARIF is JSON");
     assert_eq!(log["version"], "2.1.0");
@@ -70,7 +71,12 @@ fn compile_is_byte_identical_across_runs_and_refuses_bad_input() {
     assert!(stdout(&inspect).contains("NetworkPolicy shop/postgres ingress[0]"));
 
     let bad = dir.join("bad.artifact");
-    let out = policyc(&["compile", "fixtures/invalid/PL0013-port-out-of-range.yaml", "-o", bad.to_str().unwrap()]);
+    let out = policyc(&[
+        "compile",
+        "fixtures/invalid/PL0013-port-out-of-range.yaml",
+        "-o",
+        bad.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(!Path::new(&bad).exists(), "an artifact was written despite errors");
 
@@ -88,16 +94,37 @@ fn compile_is_byte_identical_across_runs_and_refuses_bad_input() {
 #[test]
 fn trace_names_the_deciding_rule_and_its_line() {
     let out = policyc(&[
-        "trace", "fixtures/demo", "--from", "shop:app=cart", "--to", "shop/postgres-0", "--port", "5432",
+        "trace",
+        "fixtures/demo",
+        "--from",
+        "shop:app=cart",
+        "--to",
+        "shop/postgres-0",
+        "--port",
+        "5432",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(text.contains("egress at shop/cart-5c8d7f9b4-fghij: allowed by NetworkPolicy shop/cart egress[0]"), "{text}");
+    assert!(
+        text.contains(
+            "egress at shop/cart-5c8d7f9b4-fghij: allowed by NetworkPolicy shop/cart egress[0]"
+        ),
+        "{text}"
+    );
     assert!(text.contains("ingress at shop/postgres-0: allowed by NetworkPolicy shop/postgres ingress[0] fixtures/demo/policies.yaml:106:7"), "{text}");
     assert!(text.ends_with("verdict: ALLOWED\n"), "{text}");
 
     let out = policyc(&[
-        "trace", "fixtures/demo", "--from", "10.244.1.11", "--to", "203.0.113.200", "--port", "443", "--format", "json",
+        "trace",
+        "fixtures/demo",
+        "--from",
+        "10.244.1.11",
+        "--to",
+        "203.0.113.200",
+        "--port",
+        "443",
+        "--format",
+        "json",
     ]);
     let value: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(value["allowed"], false);
@@ -111,7 +138,16 @@ fn compile_keeps_identity_numbers_through_the_lock_file() {
     std::fs::create_dir_all(&dir).unwrap();
     let lock = dir.join("identities.lock");
     let out_file = dir.join("x.artifact");
-    let run = || policyc(&["compile", "fixtures/demo", "-o", out_file.to_str().unwrap(), "--lock", lock.to_str().unwrap()]);
+    let run = || {
+        policyc(&[
+            "compile",
+            "fixtures/demo",
+            "-o",
+            out_file.to_str().unwrap(),
+            "--lock",
+            lock.to_str().unwrap(),
+        ])
+    };
     assert!(run().status.success());
     let first = std::fs::read_to_string(&lock).unwrap();
     assert!(first.starts_with("# policyc identity lock"), "{first}");

@@ -57,7 +57,9 @@ pub fn is_identity_label(key: &str) -> bool {
     // as app.kubernetes.io, are the recommended application labels and count.
     match key.split_once('/') {
         Some((prefix, _)) => {
-            !(prefix == "kubernetes.io" || prefix == "k8s.io" || prefix.ends_with("beta.kubernetes.io"))
+            !(prefix == "kubernetes.io"
+                || prefix == "k8s.io"
+                || prefix.ends_with("beta.kubernetes.io"))
         }
         None => true,
     }
@@ -66,7 +68,9 @@ pub fn is_identity_label(key: &str) -> bool {
 /// Label keys that carry namespace identity. On a pod they would let it pass selectors
 /// written for other namespaces, so they are never taken from pod labels.
 pub fn is_reserved_key(key: &str) -> bool {
-    key == NAMESPACE_LABEL || key == SERVICE_ACCOUNT_LABEL || key.starts_with(NAMESPACE_LABELS_PREFIX)
+    key == NAMESPACE_LABEL
+        || key == SERVICE_ACCOUNT_LABEL
+        || key.starts_with(NAMESPACE_LABELS_PREFIX)
 }
 
 /// The labels selectors match a pod by: its own labels, its namespace, and its
@@ -152,8 +156,18 @@ mod tests {
     #[test]
     fn noise_labels_do_not_split_identities_unless_selected() {
         let ns = labels(&[("team", "a")]);
-        let a = endpoint_labels(&labels(&[("app", "web"), ("pod-template-hash", "1")]), "x", &ns, "default");
-        let b = endpoint_labels(&labels(&[("app", "web"), ("pod-template-hash", "2")]), "x", &ns, "default");
+        let a = endpoint_labels(
+            &labels(&[("app", "web"), ("pod-template-hash", "1")]),
+            "x",
+            &ns,
+            "default",
+        );
+        let b = endpoint_labels(
+            &labels(&[("app", "web"), ("pod-template-hash", "2")]),
+            "x",
+            &ns,
+            "default",
+        );
         let none = BTreeSet::new();
         assert_eq!(identity_labels(&a, &none), identity_labels(&b, &none));
         let id = identity_labels(&a, &none);
@@ -165,7 +179,8 @@ mod tests {
 
     #[test]
     fn a_pod_cannot_claim_namespace_labels() {
-        let pod = labels(&[("io.cilium.k8s.namespace.labels.team", "blue"), (NAMESPACE_LABEL, "y")]);
+        let pod =
+            labels(&[("io.cilium.k8s.namespace.labels.team", "blue"), (NAMESPACE_LABEL, "y")]);
         let ep = endpoint_labels(&pod, "x", &labels(&[]), "default");
         assert_eq!(ep.get(NAMESPACE_LABEL).map(String::as_str), Some("x"));
         assert!(!ep.contains_key("io.cilium.k8s.namespace.labels.team"));

@@ -65,7 +65,10 @@ pub enum Peer {
     /// Pods whose endpoint labels match.
     Endpoints(LabelSelector),
     /// Addresses in `cidr` but not in any `except`.
-    Cidr { cidr: Cidr, except: Vec<Cidr> },
+    Cidr {
+        cidr: Cidr,
+        except: Vec<Cidr>,
+    },
     Entity(Entity),
 }
 

@@ -7,6 +7,7 @@
 
 pub mod artifact;
 mod codes;
+pub mod connectivity;
 pub mod fuzzing;
 pub mod identity;
 pub mod ir;

@@ -52,17 +52,18 @@ pub fn lint(
         for rule in &policy.rules {
             for peer in rule.peers.iter().flatten() {
                 match peer {
-                    Peer::Endpoints(selector) if has_inventory => {
-                        if !analysis.endpoint_labels.iter().any(|l| selector.matches(l)) {
-                            out.push(
-                                Diagnostic::new(
-                                    codes::PEER_SELECTS_NOTHING,
-                                    format!("a peer of {} {} selects no pod", policy.name, rule.label),
-                                )
-                                .at(selector.span, "matches no pod of the inventory")
-                                .help("check the peer's pod and namespace labels; as written it allows nothing"),
-                            );
-                        }
+                    Peer::Endpoints(selector)
+                        if has_inventory
+                            && !analysis.endpoint_labels.iter().any(|l| selector.matches(l)) =>
+                    {
+                        out.push(
+                            Diagnostic::new(
+                                codes::PEER_SELECTS_NOTHING,
+                                format!("a peer of {} {} selects no pod", policy.name, rule.label),
+                            )
+                            .at(selector.span, "matches no pod of the inventory")
+                            .help("check the peer's pod and namespace labels; as written it allows nothing"),
+                        );
                     }
                     // A /0 is "the world" (e.g. Cilium's world-ipv4 entity): that it
                     // holds pod addresses is the point, not a mistake.
@@ -144,20 +145,25 @@ fn shadowed_rules(compilation: &Compilation, out: &mut Vec<Diagnostic>) {
         if flows.is_empty() {
             continue;
         }
-        let shadow = rules.iter().enumerate().find(|&(other_position, &(_, other, other_cookie))| {
-            if other_cookie == cookie || other.direction != rule.direction || other.action != rule.action {
-                return false;
-            }
-            let Some((other_flows, other_endpoints)) = analysis.rule_flows.get(&other_cookie) else {
-                return false;
-            };
-            let covered = endpoints.is_subset(other_endpoints)
-                && flows.iter().all(|f| other_flows.iter().any(|o| covers(o, f)));
-            let identical = covered
-                && other_endpoints.is_subset(endpoints)
-                && other_flows.iter().all(|o| flows.iter().any(|f| covers(f, o)));
-            covered && (!identical || other_position < position)
-        });
+        let shadow =
+            rules.iter().enumerate().find(|&(other_position, &(_, other, other_cookie))| {
+                if other_cookie == cookie
+                    || other.direction != rule.direction
+                    || other.action != rule.action
+                {
+                    return false;
+                }
+                let Some((other_flows, other_endpoints)) = analysis.rule_flows.get(&other_cookie)
+                else {
+                    return false;
+                };
+                let covered = endpoints.is_subset(other_endpoints)
+                    && flows.iter().all(|f| other_flows.iter().any(|o| covers(o, f)));
+                let identical = covered
+                    && other_endpoints.is_subset(endpoints)
+                    && other_flows.iter().all(|o| flows.iter().any(|f| covers(f, o)));
+                covered && (!identical || other_position < position)
+            });
         if let Some((_, (other_policy, other, _))) = shadow {
             out.push(
                 Diagnostic::new(
@@ -244,7 +250,10 @@ fn dns_blocked(bundle: &Bundle, compilation: &Compilation, out: &mut Vec<Diagnos
                 out.push(
                     Diagnostic::new(
                         codes::EGRESS_BLOCKS_DNS,
-                        format!("{} isolates egress of {} without allowing DNS", policy.name, ep.name),
+                        format!(
+                            "{} isolates egress of {} without allowing DNS",
+                            policy.name, ep.name
+                        ),
                     )
                     .at(policy.subject.span, "the pods whose egress it isolates")
                     .help(help),

@@ -55,7 +55,8 @@ impl Lock {
                 None => (false, line),
             };
             let (number, labels) = rest.split_once(' ').unwrap_or((rest, ""));
-            let id: u32 = number.parse().map_err(|_| err(format!("`{number}` is not an identity number")))?;
+            let id: u32 =
+                number.parse().map_err(|_| err(format!("`{number}` is not an identity number")))?;
             if !(FIRST_POD_IDENTITY..=0x00ff_ffff).contains(&id) {
                 return Err(err(format!("{id} is outside the cluster identity range")));
             }
@@ -64,7 +65,9 @@ impl Lock {
             }
             let mut set = Labels::new();
             for pair in labels.split(',').filter(|p| !p.is_empty()) {
-                let (k, v) = pair.split_once('=').ok_or_else(|| err(format!("`{pair}` is not key=value")))?;
+                let (k, v) = pair
+                    .split_once('=')
+                    .ok_or_else(|| err(format!("`{pair}` is not key=value")))?;
                 set.insert(k.to_owned(), v.to_owned());
             }
             if retired {
@@ -82,7 +85,11 @@ impl Lock {
             .live
             .iter()
             .map(|(labels, id)| (*id, format!("{id} {}", join(labels))))
-            .chain(self.retired.iter().map(|(id, labels)| (*id, format!("retired {id} {}", join(labels)))))
+            .chain(
+                self.retired
+                    .iter()
+                    .map(|(id, labels)| (*id, format!("retired {id} {}", join(labels)))),
+            )
             .collect();
         lines.sort();
         let mut out = String::from(HEADER);
@@ -97,7 +104,10 @@ impl Lock {
     /// Numbers for `label_sets`: kept from the lock where listed, new ones above every
     /// listed number otherwise (in sorted label order, so the result is deterministic).
     /// Returns the numbering and the updated lock.
-    pub fn allocate<'a>(&self, label_sets: impl IntoIterator<Item = &'a Labels>) -> (BTreeMap<Labels, u32>, Lock) {
+    pub fn allocate<'a>(
+        &self,
+        label_sets: impl IntoIterator<Item = &'a Labels>,
+    ) -> (BTreeMap<Labels, u32>, Lock) {
         let wanted: std::collections::BTreeSet<&Labels> = label_sets.into_iter().collect();
         let mut next = self
             .live

@@ -62,7 +62,9 @@ fn net_peer(peer: &NetPeer, namespace: &str) -> Peer {
                     // Namespace labels are endpoint labels under a prefix; an empty
                     // namespaceSelector still means "pods", never world.
                     for (k, v) in &ns.match_labels {
-                        selector.match_labels.insert(format!("{NAMESPACE_LABELS_PREFIX}{k}"), v.clone());
+                        selector
+                            .match_labels
+                            .insert(format!("{NAMESPACE_LABELS_PREFIX}{k}"), v.clone());
                     }
                     for r in &ns.match_expressions {
                         selector.match_expressions.push(Requirement {

@@ -67,7 +67,12 @@ pub fn render(artifact: &Artifact) -> String {
         } else {
             Ipv6Addr::from(key.addr).to_string()
         };
-        let _ = writeln!(out, "  {addr}/{} -> {}", key.prefix_bits(), identity_name(artifact, value.identity));
+        let _ = writeln!(
+            out,
+            "  {addr}/{} -> {}",
+            key.prefix_bits(),
+            identity_name(artifact, value.identity)
+        );
     }
     let _ = writeln!(out, "\npolicy ({}):", artifact.policy.len());
     for (key, value) in &artifact.policy {

@@ -281,9 +281,8 @@ pub fn compile_with(sources: &Sources, bundle: &Bundle, options: &Options) -> Co
     for (index, ep) in endpoints.iter().enumerate() {
         let mut table_ids = [0u32; 2];
         for (slot, direction) in [Direction::Ingress, Direction::Egress].into_iter().enumerate() {
-            let selecting: Vec<usize> = (0..policies.len())
-                .filter(|&i| policies[i].subject.matches(&ep.labels))
-                .collect();
+            let selecting: Vec<usize> =
+                (0..policies.len()).filter(|&i| policies[i].subject.matches(&ep.labels)).collect();
             let isolated = match options.enforcement {
                 Enforcement::Default => {
                     selecting.iter().any(|&i| policies[i].isolates.contains(&direction))
@@ -297,7 +296,14 @@ pub fn compile_with(sources: &Sources, bundle: &Bundle, options: &Options) -> Co
                     if rule.direction == direction {
                         let cookie = cookies[pi][ri];
                         let before = entries.len();
-                        cx.rule_entries(rule, direction, ep, cookie, &mut entries, &mut diagnostics);
+                        cx.rule_entries(
+                            rule,
+                            direction,
+                            ep,
+                            cookie,
+                            &mut entries,
+                            &mut diagnostics,
+                        );
                         let flows = rule_flows.entry(cookie).or_default();
                         flows.0.extend(entries[before..].iter().map(|e| e.pattern));
                         flows.1.insert(index);
@@ -310,7 +316,11 @@ pub fn compile_with(sources: &Sources, bundle: &Bundle, options: &Options) -> Co
             }
             if !isolated {
                 // Only denies apply: what they do not deny passes.
-                entries.push(Entry { pattern: ANY_FLOW, verdict: Verdict::Allow, cookie: open_cookie });
+                entries.push(Entry {
+                    pattern: ANY_FLOW,
+                    verdict: Verdict::Allow,
+                    cookie: open_cookie,
+                });
             }
             if direction == Direction::Ingress {
                 entries.push(Entry {
@@ -397,9 +407,10 @@ pub fn compile_with(sources: &Sources, bundle: &Bundle, options: &Options) -> Co
         artifact.identities.push(IdentityRecord { id, labels });
     }
     for (cidr, id) in &cidr_identities {
-        artifact
-            .identities
-            .push(IdentityRecord { id: *id, labels: vec![(format!("cidr:{cidr}"), String::new())] });
+        artifact.identities.push(IdentityRecord {
+            id: *id,
+            labels: vec![(format!("cidr:{cidr}"), String::new())],
+        });
     }
     artifact.rules = rules;
     artifact.source_digest = source_digest(sources);
@@ -452,7 +463,12 @@ fn check_capacity(artifact: &Artifact, capacity: &Capacity, diagnostics: &mut Ve
     let top: Vec<String> = costly.iter().take(5).map(|(n, p)| format!("{p} ({n})")).collect();
     let checks = [
         ("policy", artifact.policy.len(), capacity.policy, top.join(", ")),
-        ("ipcache", artifact.ipcache.len(), capacity.ipcache, "pod addresses and CIDR prefixes".into()),
+        (
+            "ipcache",
+            artifact.ipcache.len(),
+            capacity.ipcache,
+            "pod addresses and CIDR prefixes".into(),
+        ),
         ("endpoints", artifact.endpoints.len(), capacity.endpoints, "one per pod".into()),
     ];
     for (map, used, limit, cost) in checks {
@@ -462,7 +478,9 @@ fn check_capacity(artifact: &Artifact, capacity: &Capacity, diagnostics: &mut Ve
                     codes::CAPACITY_EXCEEDED,
                     format!("the {map} table needs {used} entries, its limit is {limit}"),
                 )
-                .help(format!("most entries come from: {cost}; raise the limit or narrow those policies")),
+                .help(format!(
+                    "most entries come from: {cost}; raise the limit or narrow those policies"
+                )),
             );
         }
     }
@@ -535,7 +553,10 @@ fn endpoint_ids(endpoints: &[Endpoint<'_>]) -> Vec<u32> {
     endpoints
         .iter()
         .map(|ep| {
-            let mut id = ep.name.bytes().fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+            let mut id = ep
+                .name
+                .bytes()
+                .fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
             while id == 0 || !used.insert(id) {
                 id = id.wrapping_add(1);
             }
@@ -549,7 +570,10 @@ const ANY_FLOW: Pattern = Pattern { identity: reserved::ANY, proto: 0, port: Non
 /// Labels of every namespace: declared ones, plus any a pod or policy lives in (with a
 /// warning). Kubernetes labels every namespace with its name
 /// (`kubernetes.io/metadata.name`), so we do too.
-pub(crate) fn namespace_labels(bundle: &Bundle, diagnostics: &mut Vec<Diagnostic>) -> BTreeMap<String, Labels> {
+pub(crate) fn namespace_labels(
+    bundle: &Bundle,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> BTreeMap<String, Labels> {
     let mut namespaces: BTreeMap<String, Labels> = BTreeMap::new();
     for ns in &bundle.namespaces {
         let mut labels = ns.meta.labels.clone();
@@ -617,8 +641,10 @@ impl Context<'_> {
             Action::Pass => return,
         };
         // Peers as identity sets; `None` stands for every identity, world included.
-        let peers: Option<BTreeSet<u32>> =
-            rule.peers.as_ref().map(|peers| peers.iter().flat_map(|p| self.peer_identities(p)).collect());
+        let peers: Option<BTreeSet<u32>> = rule
+            .peers
+            .as_ref()
+            .map(|peers| peers.iter().flat_map(|p| self.peer_identities(p)).collect());
         let identities: Vec<u32> = match &peers {
             Some(set) => set.iter().copied().collect(),
             None => vec![reserved::ANY],
@@ -706,7 +732,8 @@ impl Context<'_> {
                     .cidr_identities
                     .iter()
                     .filter(|(prefix, _)| {
-                        cidr.contains_cidr(prefix) && !except.iter().any(|e| e.contains_cidr(prefix))
+                        cidr.contains_cidr(prefix)
+                            && !except.iter().any(|e| e.contains_cidr(prefix))
                     })
                     .map(|(_, id)| *id);
                 // Pods inside the block, when ipBlocks match pods: exact per identity,
@@ -733,9 +760,9 @@ impl Context<'_> {
             Entity::Init => vec![reserved::INIT],
             Entity::Health => vec![reserved::HEALTH],
             Entity::Unmanaged => vec![reserved::UNMANAGED],
-            Entity::World => {
-                std::iter::once(reserved::WORLD).chain(self.cidr_identities.values().copied()).collect()
-            }
+            Entity::World => std::iter::once(reserved::WORLD)
+                .chain(self.cidr_identities.values().copied())
+                .collect(),
             Entity::Cluster => [
                 reserved::HOST,
                 reserved::REMOTE_NODE,

@@ -181,7 +181,8 @@ mod tests {
 
     #[test]
     fn allow_only_tables_add_no_keys() {
-        let entries = [e(p(5, 0, None), Verdict::Allow, 1), e(p(0, 6, Some(80)), Verdict::Allow, 2)];
+        let entries =
+            [e(p(5, 0, None), Verdict::Allow, 1), e(p(0, 6, Some(80)), Verdict::Allow, 2)];
         assert_eq!(fold(&entries).len(), 2);
         check_all_flows(&entries);
     }

@@ -365,9 +365,11 @@ fn disagreements(yaml: &str, cluster: &Cluster) -> Result<Vec<String>, String> {
     let upstream_options =
         compiler::Options { ipblock_matches_pods: true, ..compiler::Options::default() };
     let upstream = compiler::compile_with(&sources, &bundle, &upstream_options);
-    let upstream_reference = Reference::new(&bundle, &upstream.analysis).with_options(
-        compiler::reference::Options { ipblock_matches_pods: true, ..Default::default() },
-    );
+    let upstream_reference =
+        Reference::new(&bundle, &upstream.analysis).with_options(compiler::reference::Options {
+            ipblock_matches_pods: true,
+            ..Default::default()
+        });
 
     let pods: Vec<IpAddr> = (0..cluster.pods.len()).map(|i| pod_address(cluster, i)).collect();
     let external: Vec<IpAddr> = EXTERNAL.iter().map(|a| a.parse().unwrap()).collect();

@@ -236,7 +236,10 @@ fn run(dir: &Path) -> Result<Vec<String>, String> {
         if probe.matrix != simulator_upstream {
             failures.push(format!(
                 "{name}: tables compiled with ipblock_matches_pods disagree with expected.txt\n{}",
-                side_by_side(&[("expected.txt", &probe.matrix), ("simulator", &simulator_upstream)])
+                side_by_side(&[
+                    ("expected.txt", &probe.matrix),
+                    ("simulator", &simulator_upstream)
+                ])
             ));
         }
         // Without expected-default.txt both modes answer to expected.txt; report a

@@ -70,7 +70,10 @@ fn decisions_name_the_rule_that_decided() {
     let Decision::Allowed(egress_rule) = egress else { panic!("{egress:?}") };
     let Decision::Allowed(ingress_rule) = ingress else { panic!("{ingress:?}") };
     let egress_rule = a.rule(egress_rule).unwrap();
-    assert_eq!((egress_rule.policy.as_str(), egress_rule.rule.as_str()), ("NetworkPolicy shop/cart", "egress[0]"));
+    assert_eq!(
+        (egress_rule.policy.as_str(), egress_rule.rule.as_str()),
+        ("NetworkPolicy shop/cart", "egress[0]")
+    );
     let ingress_rule = a.rule(ingress_rule).unwrap();
     assert_eq!(ingress_rule.policy, "NetworkPolicy shop/postgres");
     assert!(ingress_rule.location.ends_with("policies.yaml:106:7"), "{}", ingress_rule.location);
@@ -111,7 +114,10 @@ fn pods_with_identical_policy_share_one_table() {
         .flat_map(|e| [e.ingress_table, e.egress_table])
         .filter(|t| *t != 0)
         .collect();
-    assert_eq!(tables.len(), a.policy.iter().map(|(k, _)| k.table).collect::<std::collections::BTreeSet<_>>().len());
+    assert_eq!(
+        tables.len(),
+        a.policy.iter().map(|(k, _)| k.table).collect::<std::collections::BTreeSet<_>>().len()
+    );
 }
 
 #[test]
@@ -123,9 +129,14 @@ fn exceeding_a_table_limit_is_an_error_naming_the_costliest_policies() {
         ..compiler::Options::default()
     };
     let compilation = compiler::compile_with(&sources, &bundle, &options);
-    let errors: Vec<_> = compilation.diagnostics.iter().filter(|d| d.code.code == "PL0300").collect();
+    let errors: Vec<_> =
+        compilation.diagnostics.iter().filter(|d| d.code.code == "PL0300").collect();
     assert_eq!(errors.len(), 1, "{:?}", compilation.diagnostics);
-    assert!(errors[0].message.contains("needs 16 entries, its limit is 10"), "{}", errors[0].message);
+    assert!(
+        errors[0].message.contains("needs 16 entries, its limit is 10"),
+        "{}",
+        errors[0].message
+    );
     // allow-dns contributes 6 entries (two per egress-isolated table), more than any other.
     let help = errors[0].help.as_deref().unwrap();
     assert!(help.starts_with("most entries come from: NetworkPolicy shop/allow-dns (6)"), "{help}");
@@ -148,9 +159,18 @@ fn enforcement_modes_agree_between_tables_and_reference() {
         for src in pods {
             for dst in pods.iter().filter(|d| **d != src) {
                 for (proto, port) in [(TCP, 5432), (TCP, 9090), (UDP, 53), (TCP, 8080)] {
-                    let flow = Flow { src: Address::Ip(ip(src)), dst: Address::Ip(ip(dst)), proto, port: Some(port) };
+                    let flow = Flow {
+                        src: Address::Ip(ip(src)),
+                        dst: Address::Ip(ip(dst)),
+                        proto,
+                        port: Some(port),
+                    };
                     let tables = allowed(a, src, dst, proto, port);
-                    assert_eq!(tables, reference.evaluate(&flow).passes(), "{enforcement:?} {src} -> {dst} {proto}/{port}");
+                    assert_eq!(
+                        tables,
+                        reference.evaluate(&flow).passes(),
+                        "{enforcement:?} {src} -> {dst} {proto}/{port}"
+                    );
                 }
             }
         }

@@ -47,7 +47,8 @@ fn header(path: &Path) -> Header {
         .split(',')
         .map(|c| c.trim().to_owned())
         .collect();
-    let mut header = Header { expect, options: Options::default(), lint_options: LintOptions::default() };
+    let mut header =
+        Header { expect, options: Options::default(), lint_options: LintOptions::default() };
     let second = lines.next().unwrap_or_default();
     let mut flags = second.strip_prefix("# options:").unwrap_or_default().split_whitespace();
     while let Some(flag) = flags.next() {

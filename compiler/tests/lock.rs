@@ -71,9 +71,11 @@ fn adding_a_pod_keeps_every_existing_identity_and_entry() {
 fn removing_a_pod_retires_its_number_and_a_recompile_is_stable() {
     let with = build(&demo_sources(Some(NEW_POD)), &Options::default());
     let id = with.artifact.endpoint("shop/aaa-first").unwrap().identity;
-    let without = build(&demo_sources(None), &Options { lock: with.lock.clone(), ..Options::default() });
+    let without =
+        build(&demo_sources(None), &Options { lock: with.lock.clone(), ..Options::default() });
     assert!(without.lock.retired.contains_key(&id));
-    let again = build(&demo_sources(None), &Options { lock: without.lock.clone(), ..Options::default() });
+    let again =
+        build(&demo_sources(None), &Options { lock: without.lock.clone(), ..Options::default() });
     assert_eq!(again.lock.render(), without.lock.render());
     assert_eq!(again.artifact.encode(), without.artifact.encode());
 }

@@ -70,7 +70,8 @@ pub(crate) fn object_meta(
         }
     };
     // Namespace names are DNS labels (no dots), other names DNS subdomains.
-    let (check, shape): (fn(&str) -> Result<(), String>, &str) = if kind == "Namespace" {
+    type Check = fn(&str) -> Result<(), String>;
+    let (check, shape): (Check, &str) = if kind == "Namespace" {
         (validate_dns_label, "lowercase DNS labels, such as `shop`")
     } else {
         (validate_dns_subdomain, "lowercase DNS subdomains, such as `web-frontend`")

@@ -55,11 +55,11 @@ pub fn read_inputs(paths: &[PathBuf]) -> io::Result<(Sources, Vec<Diagnostic>)> 
             io::Read::read_to_end(&mut io::stdin(), &mut buf)?;
             buf
         } else {
-            std::fs::read(&path).map_err(|e| {
-                io::Error::new(e.kind(), format!("reading {}: {e}", path.display()))
-            })?
+            std::fs::read(&path)
+                .map_err(|e| io::Error::new(e.kind(), format!("reading {}: {e}", path.display())))?
         };
-        let name = if path.as_os_str() == "-" { "<stdin>".into() } else { path.display().to_string() };
+        let name =
+            if path.as_os_str() == "-" { "<stdin>".into() } else { path.display().to_string() };
         match String::from_utf8(bytes) {
             Ok(text) => {
                 sources.add(name, text);
@@ -103,10 +103,8 @@ fn collect_dir_once(
     for path in entries {
         if path.is_dir() {
             collect_dir_once(&path, out, seen)?;
-        } else if matches!(
-            path.extension().and_then(|e| e.to_str()),
-            Some("yaml" | "yml" | "json")
-        ) {
+        } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"))
+        {
             out.push(path);
         }
     }
@@ -276,7 +274,10 @@ fn decode_object(doc: &Node, bundle: &mut Bundle) {
         _ => r.push(
             Diagnostic::new(
                 codes::SKIPPED_KIND,
-                format!("{} {} does not affect network policy and is skipped", api_version.value, kind.value),
+                format!(
+                    "{} {} does not affect network policy and is skipped",
+                    api_version.value, kind.value
+                ),
             )
             .at(kind.span, "skipped"),
         ),

@@ -115,9 +115,12 @@ fn peer(r: &mut Reader<'_>, node: &Node) -> Option<NetPeer> {
     }
     if pod_selector.is_none() && namespace_selector.is_none() {
         r.push(
-            Diagnostic::new(codes::EMPTY_PEER, "a peer has no podSelector, namespaceSelector or ipBlock")
-                .at(node.span, "empty peer")
-                .help("use `podSelector: {}` for every pod of the namespace, or remove the peer"),
+            Diagnostic::new(
+                codes::EMPTY_PEER,
+                "a peer has no podSelector, namespaceSelector or ipBlock",
+            )
+            .at(node.span, "empty peer")
+            .help("use `podSelector: {}` for every pod of the namespace, or remove the peer"),
         );
         return None;
     }
@@ -235,9 +238,12 @@ fn port(r: &mut Reader<'_>, node: &Node) -> Option<NetPort> {
             }
             Some(PortRef::Name(name)) => {
                 r.push(
-                    Diagnostic::new(codes::INVALID_END_PORT, format!("endPort with named port `{name}`"))
-                        .at(end.span, "needs a numeric port")
-                        .help("a range needs numeric bounds: give `port` as a number, or drop endPort"),
+                    Diagnostic::new(
+                        codes::INVALID_END_PORT,
+                        format!("endPort with named port `{name}`"),
+                    )
+                    .at(end.span, "needs a numeric port")
+                    .help("a range needs numeric bounds: give `port` as a number, or drop endPort"),
                 );
                 return None;
             }
@@ -358,9 +364,12 @@ fn requirement(r: &mut Reader<'_>, node: &Node) -> Option<Requirement> {
         "DoesNotExist" => Operator::DoesNotExist,
         other => {
             r.push(
-                Diagnostic::new(codes::INVALID_SELECTOR, format!("operator `{other}` is not valid"))
-                    .at(op.span, "unknown operator")
-                    .help("use In, NotIn, Exists or DoesNotExist"),
+                Diagnostic::new(
+                    codes::INVALID_SELECTOR,
+                    format!("operator `{other}` is not valid"),
+                )
+                .at(op.span, "unknown operator")
+                .help("use In, NotIn, Exists or DoesNotExist"),
             );
             return None;
         }

@@ -62,7 +62,9 @@ fn validate_label_name(name: &str) -> Result<(), String> {
         return Err("must begin and end with a letter or digit".into());
     }
     if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || "-_.".contains(*c))) {
-        return Err(format!("contains `{bad}`; only letters, digits, `-`, `_` and `.` are allowed"));
+        return Err(format!(
+            "contains `{bad}`; only letters, digits, `-`, `_` and `.` are allowed"
+        ));
     }
     Ok(())
 }
@@ -86,8 +88,7 @@ pub fn validate_dns_label(s: &str) -> Result<(), String> {
     if b.is_empty() || b.len() > 63 {
         return Err("must be 1-63 characters".into());
     }
-    if !ok_char(b[0]) || !ok_char(b[b.len() - 1]) || !b.iter().all(|&c| ok_char(c) || c == b'-')
-    {
+    if !ok_char(b[0]) || !ok_char(b[b.len() - 1]) || !b.iter().all(|&c| ok_char(c) || c == b'-') {
         return Err("must consist of lowercase letters, digits and `-`, and begin and end with a letter or digit".into());
     }
     Ok(())
@@ -103,7 +104,8 @@ mod tests {
 
     #[test]
     fn not_in_matches_objects_without_the_key() {
-        let r = Requirement { key: "ns".into(), operator: Operator::NotIn, values: vec!["x".into()] };
+        let r =
+            Requirement { key: "ns".into(), operator: Operator::NotIn, values: vec!["x".into()] };
         assert!(r.matches(&labels(&[])));
         assert!(r.matches(&labels(&[("ns", "y")])));
         assert!(!r.matches(&labels(&[("ns", "x")])));

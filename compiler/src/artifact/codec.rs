@@ -35,7 +35,9 @@ pub enum ArtifactError {
     #[error("not a policyc artifact (bad magic)")]
     BadMagic,
     /// Written by a policyc with another format version.
-    #[error("artifact format version {found} is not supported (this build reads version {supported})")]
+    #[error(
+        "artifact format version {found} is not supported (this build reads version {supported})"
+    )]
     UnsupportedVersion { found: u16, supported: u16 },
     /// Compiled against other datapath map layouts than this build's.
     #[error(
@@ -215,8 +217,7 @@ impl Artifact {
             if key.prefix_bits() > max_bits || prefixlen < IpcacheKey::HEADER_BITS {
                 return Err(ArtifactError::Malformed(format!("prefix length {prefixlen}")));
             }
-            let value =
-                IpcacheValue { identity: body.u32("identity")?, flags: body.u32("flags")? };
+            let value = IpcacheValue { identity: body.u32("identity")?, flags: body.u32("flags")? };
             artifact.ipcache.push((key, value));
         }
         body.finish("ipcache")?;

@@ -44,7 +44,7 @@ fn sample() -> Artifact {
 }
 
 /// Rewrites the trailing checksum so a test can reach the checks behind it.
-fn reseal(bytes: &mut Vec<u8>) {
+fn reseal(bytes: &mut [u8]) {
     let len = bytes.len() - 32;
     let sum = Sha256::digest(&bytes[..len]);
     bytes[len..].copy_from_slice(&sum);
@@ -98,13 +98,19 @@ fn rejects_bad_magic_version_and_abi() {
     reseal(&mut wrong);
     assert_eq!(
         Artifact::decode(&wrong),
-        Err(ArtifactError::UnsupportedVersion { found: FORMAT_VERSION + 1, supported: FORMAT_VERSION })
+        Err(ArtifactError::UnsupportedVersion {
+            found: FORMAT_VERSION + 1,
+            supported: FORMAT_VERSION
+        })
     );
 
     let mut wrong = bytes.clone();
     wrong[12..20].copy_from_slice(&0xdead_beef_u64.to_le_bytes());
     reseal(&mut wrong);
-    assert!(matches!(Artifact::decode(&wrong), Err(ArtifactError::AbiMismatch { found: 0xdead_beef, .. })));
+    assert!(matches!(
+        Artifact::decode(&wrong),
+        Err(ArtifactError::AbiMismatch { found: 0xdead_beef, .. })
+    ));
 }
 
 #[test]
