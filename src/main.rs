@@ -9,6 +9,8 @@ use clap::{Parser, Subcommand};
 use compiler::artifact::Artifact;
 use policy_lang::{Severity, Sources};
 
+mod connectivity;
+mod diff;
 mod trace;
 
 #[derive(Parser)]
@@ -124,6 +126,31 @@ enum Command {
     Inspect {
         artifact: PathBuf,
     },
+    /// List every allowed connection between workloads, bare pods and outside address
+    /// ranges, with the protocols and ports allowed.
+    Connectivity {
+        /// Manifests, as for `compile`.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Output format (JSON schema: docs/connectivity.md).
+        #[arg(long, value_enum, default_value_t = connectivity::OutputFormat::Txt)]
+        format: connectivity::OutputFormat,
+        /// Write here instead of stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Compare two policy states (manifests or artifacts): connections added, removed
+    /// and changed, and the map operations from OLD to NEW. Exit 0 when equal, 1 when
+    /// different, 2 on error.
+    Diff {
+        /// The state before: an artifact file, or a manifest file or directory.
+        old: PathBuf,
+        /// The state after, in either form.
+        new: PathBuf,
+        /// Output format (JSON schema: docs/connectivity.md).
+        #[arg(long, value_enum, default_value_t = diff::DiffFormat::Txt)]
+        format: diff::DiffFormat,
+    },
 }
 
 fn main() -> ExitCode {
@@ -162,6 +189,10 @@ fn main() -> ExitCode {
             lint(&inputs, deny_warnings, options, format)
         }
         Command::Inspect { artifact } => inspect(&artifact),
+        Command::Connectivity { inputs, format, output } => {
+            connectivity::run(&inputs, format, output.as_deref())
+        }
+        Command::Diff { old, new, format } => diff::run(&old, &new, format),
         Command::Trace { inputs, from, to, protocol, port, format } => {
             run_trace(&inputs, &from, &to, &protocol, port, format == TraceFormat::Json)
         }
@@ -320,7 +351,8 @@ fn run_trace(
     let proto = trace::parse_protocol(protocol)?;
     let from = trace::resolve(from, &bundle).context("resolving --from")?;
     let to = trace::resolve(to, &bundle).context("resolving --to")?;
-    let agree = trace::trace(&sources, &bundle, &compilation, &from, &to, proto, port, json)?;
+    let query = trace::Query { from, to, proto, port };
+    let agree = trace::trace(&bundle, &compilation, &query, json)?;
     Ok(if agree { ExitCode::SUCCESS } else { ExitCode::from(3) })
 }
 

@@ -101,8 +101,9 @@ struct {
 #define IPV4_FRAG_OFFSET 0x1fff
 
 /*
- * TCP and UDP both begin with the source port then the destination port, which is all
- * the datapath reads of them; it reads them through one struct for both.
+ * TCP, UDP and SCTP all begin with the source port then the destination port (RFC 9260,
+ * section 3.1, for SCTP), which is all the datapath reads of them; it reads them through
+ * one struct for all three.
  */
 struct l4_ports {
 	__be16 source;
@@ -120,7 +121,7 @@ struct flow {
 	__be32 daddr;      /* network order */
 	__be16 ct_sport;   /* conntrack source port, network order; see parse_l4() */
 	__be16 ct_dport;   /* conntrack destination port, network order */
-	__u16 policy_port; /* host order: TCP/UDP destination port or ICMP type */
+	__u16 policy_port; /* host order: TCP/UDP/SCTP destination port or ICMP type */
 	__u8 proto;        /* IP protocol number */
 	__u8 has_port;     /* 1 if policy_port is significant */
 };
@@ -149,6 +150,7 @@ static __always_inline __u32 l4_parsed_len(__u8 proto)
 	switch (proto) {
 	case IPPROTO_TCP:
 	case IPPROTO_UDP:
+	case IPPROTO_SCTP:
 		return sizeof(struct l4_ports);
 	case IPPROTO_ICMP:
 		return sizeof(struct icmphdr);
@@ -158,13 +160,13 @@ static __always_inline __u32 l4_parsed_len(__u8 proto)
 }
 
 /*
- * Reads the ports of TCP and UDP and the type and echo id of ICMP from the L4 header at
+ * Reads the ports of TCP, UDP and SCTP and the type and echo id of ICMP from the L4 header at
  * l4. The caller has checked that the IP header claims l4_parsed_len() bytes of it.
  *
  * For conntrack, ICMP echo request and echo reply both put the echo id in both ports, so
  * that the reversed tuple of a reply is the tuple of its request; other ICMP messages have
  * no ports. For policy, an ICMP type takes the place of a port. Protocols other than these
- * three have neither.
+ * four have neither.
  */
 static __always_inline int parse_l4(void *l4, void *data_end, struct flow *flow)
 {
@@ -174,6 +176,7 @@ static __always_inline int parse_l4(void *l4, void *data_end, struct flow *flow)
 	switch (flow->proto) {
 	case IPPROTO_TCP:
 	case IPPROTO_UDP:
+	case IPPROTO_SCTP:
 		if ((void *)(ports + 1) > data_end)
 			return POLICYC_DROP_MALFORMED;
 		flow->ct_sport = ports->source;

@@ -17,9 +17,9 @@
 //! such. This keeps a quadratic or cubic blow-up measurable instead of hanging the run.
 //!
 //! Usage (see BENCHMARKS.md):
-//!   cargo bench --bench compile -- [--scale F] [--reps N] [--budget S] [--shapes abcd]
-//!   cargo bench --bench compile -- --write-shapes DIR [--scale F]
-//!   cargo bench --bench compile -- --parse-only PATH...
+//!   cargo bench -p policyc-compiler --bench compile -- [--scale F] [--reps N] [--budget S] [--shapes abcd]
+//!   cargo bench -p policyc-compiler --bench compile -- --write-shapes DIR [--scale F]
+//!   cargo bench -p policyc-compiler --bench compile -- --parse-only PATH...
 //! `POLICYC_BENCH_SCALE`, `POLICYC_BENCH_REPS` and `POLICYC_BENCH_BUDGET` set the same
 //! defaults; `--smoke` is `--scale 0.01 --reps 1` for CI.
 
@@ -92,6 +92,13 @@ fn main() {
     if let Some(dir) = &args.write_shapes {
         return write_shapes(dir, args.scale);
     }
+    // Freed memory stays in the allocator, so the peak-RSS figures are only fair in a
+    // process of its own: each group of shapes runs in a child (b and d share one, as d
+    // needs b's largest size).
+    let groups = groups(&args.shapes);
+    if groups.len() > 1 {
+        return spawn_groups(&groups);
+    }
     println!(
         "# policyc compile benchmark: scale {}, {} rep(s), budget {} s per compile",
         args.scale, args.reps, args.budget
@@ -122,6 +129,40 @@ fn main() {
     println!("# load average at end: {}", load_average());
 }
 
+/// Splits a `--shapes` list into the groups that run in one process each.
+fn groups(shapes: &str) -> Vec<String> {
+    let mut groups: Vec<String> = Vec::new();
+    for shape in shapes.chars() {
+        match groups.iter_mut().find(|g| shape == 'd' && g.contains('b')) {
+            Some(group) => group.push(shape),
+            None => groups.push(shape.to_string()),
+        }
+    }
+    groups
+}
+
+/// Runs this binary once per group, with the same arguments otherwise.
+fn spawn_groups(groups: &[String]) {
+    let exe = std::env::current_exe().expect("the benchmark's own path");
+    let mut rest: Vec<String> = Vec::new();
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        if arg == "--shapes" {
+            it.next();
+        } else {
+            rest.push(arg);
+        }
+    }
+    for group in groups {
+        let status = std::process::Command::new(&exe)
+            .args(&rest)
+            .args(["--shapes", group])
+            .status()
+            .expect("running a group of shapes");
+        assert!(status.success(), "shapes {group} failed: {status}");
+    }
+}
+
 fn scaled(anchor: usize, fraction: f64) -> usize {
     ((anchor as f64 * fraction).round() as usize).max(1)
 }
@@ -135,7 +176,13 @@ fn ladder(title: &str, make: impl Fn(f64) -> Shape, args: &Args, anchor: Option<
         fractions.insert(0, fractions[0] / 2.0);
     }
     let mut done: Vec<(f64, f64)> = Vec::new();
+    let mut previous = None;
     for &fraction in &fractions {
+        // At small scales several rungs round to the same size; measure it once.
+        if previous == Some(make(fraction)) {
+            continue;
+        }
+        previous = Some(make(fraction));
         if let Some(predicted) = predict(&done, fraction)
             && predicted > args.budget
         {
@@ -152,10 +199,12 @@ fn ladder(title: &str, make: impl Fn(f64) -> Shape, args: &Args, anchor: Option<
     if let Some(exponent) = exponent {
         println!("growth of compile time: about size^{exponent:.2}");
     }
-    if last < 1.0 {
+    if last < 1.0 && seconds < 1.0 {
+        println!("largest size compiled in under a second: too small to extrapolate from");
+    } else if last < 1.0 {
         let full = seconds * (1.0 / last).powf(exponent.unwrap_or(1.0));
         let vs = anchor.map(|(s, _)| format!(" ({:.1}x the anchor's {s} s)", full / s)).unwrap_or_default();
-        println!("extrapolated compile at anchor size: {full:.0} s{vs}");
+        println!("extrapolated compile at anchor size: {full:.1} s{vs}");
     } else if let Some((s, mb)) = anchor {
         println!("anchor: {s} s, {mb} MB (compile here: {:.3}x the anchor's time)", seconds / s);
     }
@@ -181,6 +230,9 @@ struct Sample {
     tree: Duration,
     parse: Duration,
     compile: Duration,
+    /// CPU time (user + system) of the compile: less sensitive than wall time to other
+    /// processes competing for the cores.
+    compile_cpu: Duration,
     encode: Duration,
     sort: Duration,
     /// Peak resident set while compiling (VmHWM after a reset), in MB.
@@ -192,17 +244,18 @@ struct Sample {
 }
 
 impl Sample {
-    const HEADER: &str = "| shape | input MB | tree s | parse s | compile s | encode s | sort s | compile/tree | compile/sort | RSS MB | endpoints | identities | tables | max/table | policy entries | ipcache | artifact MB | runs |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
+    const HEADER: &str = "| shape | input MB | tree s | parse s | compile s | compile CPU s | encode s | sort s | compile/tree | compile/sort | RSS MB | endpoints | identities | tables | max/table | policy entries | ipcache | artifact MB | runs |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
 
     fn row(&self, shape: &str) -> String {
         let s = &self.stats;
         let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-9);
         format!(
-            "| {shape} | {:.1} | {:.3} | {:.3} | {:.3} | {:.4} | {:.5} | {:.1} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {:.2} | {} |",
+            "| {shape} | {:.1} | {:.3} | {:.3} | {:.3} | {:.2} | {:.4} | {:.5} | {:.1} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {:.2} | {} |",
             self.input_bytes as f64 / 1e6,
             self.tree.as_secs_f64(),
             self.parse.as_secs_f64(),
             self.compile.as_secs_f64(),
+            self.compile_cpu.as_secs_f64(),
             self.encode.as_secs_f64(),
             self.sort.as_secs_f64(),
             ratio(self.compile, self.tree),
@@ -247,9 +300,10 @@ fn measure(files: &[File]) -> (Sample, Artifact) {
     assert!(!bundle.has_errors(), "generated input has errors: {:?}", &bundle.diagnostics[..1]);
 
     reset_peak_rss();
-    let start = Instant::now();
+    let (start, cpu) = (Instant::now(), cpu_time());
     let compilation = compiler::compile(&sources, &bundle);
     sample.compile = start.elapsed();
+    sample.compile_cpu = cpu_time().saturating_sub(cpu);
     sample.compile_rss_mb = peak_rss_mb();
 
     let start = Instant::now();
@@ -308,6 +362,7 @@ fn measure_median(files: &[File], reps: usize, budget: Option<f64>) -> Sample {
     out.tree = median(|s| s.tree);
     out.parse = median(|s| s.parse);
     out.compile = median(|s| s.compile);
+    out.compile_cpu = median(|s| s.compile_cpu);
     out.encode = median(|s| s.encode);
     out.sort = median(|s| s.sort);
     out.compile_rss_mb = samples.iter().map(|s| s.compile_rss_mb).fold(0.0, f64::max);
@@ -332,7 +387,11 @@ fn one_policy_change(fraction: Option<f64>, args: &Args) {
         let (sample, new) = measure(&after);
         let start = Instant::now();
         diff = Diff::between(&old, &new);
+        let slow = sample.compile.as_secs_f64() > args.budget / 3.0;
         times.push((sample, start.elapsed()));
+        if slow {
+            break;
+        }
     }
     times.sort_by_key(|(s, _)| s.parse + s.compile + s.encode);
     let (sample, diff_time) = times[times.len() / 2].clone();
@@ -442,6 +501,17 @@ fn load_average() -> String {
 /// clear_refs); on failure the peak stays the process-wide one.
 fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// User plus system time of this process so far, from /proc/self/stat (in clock ticks,
+/// assumed to be the usual 100 per second).
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // utime and stime are fields 14 and 15 of the line, 11 and 12 counted from the state.
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
 fn peak_rss_mb() -> f64 {

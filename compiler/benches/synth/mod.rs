@@ -281,10 +281,29 @@ fn cidr(rng: &mut Rng, rules: usize, pods: usize) -> Vec<File> {
     files(namespaces, pod_text, policies)
 }
 
+/// Each kind in one file, wrapped in a `List` as `kubectl get -A -o yaml` writes it.
+///
+/// A `List` is also what keeps a large export readable at all: the YAML front end
+/// refuses a file of more than 1,024 `---` documents (serde-saphyr's default document
+/// budget, which `policy_lang::yaml::parse_documents` does not raise), see BENCHMARKS.md.
 fn files(namespaces: String, pods: String, policies: String) -> Vec<File> {
     vec![
-        File { name: "namespaces.yaml".into(), text: namespaces },
-        File { name: "pods.yaml".into(), text: pods },
-        File { name: "policies.yaml".into(), text: policies },
+        File { name: "namespaces.yaml".into(), text: as_list(&namespaces) },
+        File { name: "pods.yaml".into(), text: as_list(&pods) },
+        File { name: "policies.yaml".into(), text: as_list(&policies) },
     ]
+}
+
+/// Turns `---`-separated documents into the items of one `List` document.
+fn as_list(documents: &str) -> String {
+    let mut out = String::with_capacity(documents.len() * 5 / 4);
+    out.push_str("apiVersion: v1\nkind: List\nitems:\n");
+    for document in documents.split("---\n").filter(|d| !d.is_empty()) {
+        for (i, line) in document.lines().enumerate() {
+            out.push_str(if i == 0 { "  - " } else { "    " });
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
 }
