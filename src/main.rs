@@ -14,7 +14,11 @@ mod diff;
 mod trace;
 
 #[derive(Parser)]
-#[command(name = "policyc", version, about = "Compile Kubernetes network policies into eBPF map images")]
+#[command(
+    name = "policyc",
+    version,
+    about = "Compile Kubernetes network policies into eBPF map images"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -123,9 +127,7 @@ enum Command {
         format: TraceFormat,
     },
     /// Print the content of an artifact.
-    Inspect {
-        artifact: PathBuf,
-    },
+    Inspect { artifact: PathBuf },
     /// List every allowed connection between workloads, bare pods and outside address
     /// ranges, with the protocols and ports allowed.
     Connectivity {
@@ -208,10 +210,9 @@ fn main() -> ExitCode {
 
 /// Reads and parses inputs; prints diagnostics to stderr; returns counts of errors and
 /// warnings with the sources and bundle.
-fn front_end(
-    inputs: &[PathBuf],
-) -> anyhow::Result<(Sources, policy_lang::Bundle)> {
-    let (sources, read_diags) = policy_lang::manifest::read_inputs(inputs).context("reading inputs")?;
+fn front_end(inputs: &[PathBuf]) -> anyhow::Result<(Sources, policy_lang::Bundle)> {
+    let (sources, read_diags) =
+        policy_lang::manifest::read_inputs(inputs).context("reading inputs")?;
     let mut bundle = policy_lang::load_sources(&sources);
     bundle.diagnostics.splice(0..0, read_diags);
     Ok((sources, bundle))
@@ -240,8 +241,10 @@ fn compile(
     mut options: compiler::Options,
 ) -> anyhow::Result<ExitCode> {
     if let Some(path) = lock_path.filter(|p| p.exists()) {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        options.lock = compiler::lock::Lock::parse(&text).with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        options.lock = compiler::lock::Lock::parse(&text)
+            .with_context(|| format!("reading {}", path.display()))?;
         if prune_retired {
             options.lock.retired.clear();
         }
@@ -252,7 +255,10 @@ fn compile(
     diagnostics.extend(compilation.diagnostics.iter().cloned());
     let (errors, warnings) = report(&sources, &diagnostics);
     if errors > 0 {
-        let _ = writeln!(std::io::stderr(), "error: {errors} error(s), {warnings} warning(s); no artifact written");
+        let _ = writeln!(
+            std::io::stderr(),
+            "error: {errors} error(s), {warnings} warning(s); no artifact written"
+        );
         return Ok(ExitCode::from(1));
     }
     let bytes = compilation.artifact.encode();
@@ -331,7 +337,11 @@ fn lint(
             writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&value)?)?;
         }
     }
-    Ok(if errors > 0 || (deny_warnings && warnings > 0) { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if errors > 0 || (deny_warnings && warnings > 0) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn run_trace(
@@ -358,7 +368,8 @@ fn run_trace(
 
 fn inspect(path: &PathBuf) -> anyhow::Result<ExitCode> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let artifact = Artifact::decode(&bytes).with_context(|| format!("decoding {}", path.display()))?;
+    let artifact =
+        Artifact::decode(&bytes).with_context(|| format!("decoding {}", path.display()))?;
     let mut out = std::io::stdout().lock();
     write!(out, "{}", compiler::render::render(&artifact))?;
     Ok(ExitCode::SUCCESS)
