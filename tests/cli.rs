@@ -156,3 +156,21 @@ fn compile_keeps_identity_numbers_through_the_lock_file() {
     assert_eq!(std::fs::read_to_string(&lock).unwrap(), first);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn lint_reads_standard_input_for_dash() {
+    use std::io::Write as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_policyc"))
+        .args(["lint", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running policyc");
+    let policy = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: x\n  namespace: default\nspec:\n  podSelector: {}\n  policyTypes: [Sideways]\n";
+    child.stdin.take().unwrap().write_all(policy.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("error[PL0015]") && err.contains("--> <stdin>:8:17"), "{err}");
+}

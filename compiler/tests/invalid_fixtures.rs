@@ -78,6 +78,17 @@ fn run(path: &Path, header: &Header) -> (BTreeSet<String>, String) {
     if !bundle.has_errors() {
         diagnostics.extend(lint(&sources, &bundle, &compilation, header.lint_options));
     }
+    // Every diagnostic says what to do, and every one but a capacity overflow (which
+    // is about the whole input) says where.
+    for d in &diagnostics {
+        assert!(d.help.is_some(), "{}: {} has no help line", path.display(), d.code.code);
+        assert!(
+            d.span.is_some() || d.code.code == "PL0300",
+            "{}: {} has no span",
+            path.display(),
+            d.code.code
+        );
+    }
     let codes = diagnostics.iter().map(|d| d.code.code.to_owned()).collect();
     let dir = path.parent().expect("a fixture is in a folder").display().to_string();
     let rendered: String = diagnostics

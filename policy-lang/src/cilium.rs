@@ -278,7 +278,8 @@ fn boolean(r: &mut Reader<'_>, node: &Node, what: &str) -> Option<bool> {
                     codes::WRONG_TYPE,
                     format!("{what} must be a boolean, found {}", node.kind.describe()),
                 )
-                .at(node.span, "expected true or false"),
+                .at(node.span, "expected true or false")
+                .help("write `true` or `false`, unquoted"),
             );
             None
         }

@@ -617,7 +617,8 @@ fn is_mapping(r: &mut Reader<'_>, node: &Node, what: &str) -> bool {
             codes::WRONG_TYPE,
             format!("{what} must be a mapping, found {}", node.kind.describe()),
         )
-        .at(node.span, "expected a mapping"),
+        .at(node.span, "expected a mapping")
+        .help(format!("write {what} as `key: value` lines, or `{{}}` when empty")),
     );
     false
 }
@@ -632,7 +633,8 @@ fn boolean(r: &mut Reader<'_>, node: &Node, what: &str) -> Option<bool> {
                     codes::WRONG_TYPE,
                     format!("{what} must be true or false, found {}", node.kind.describe()),
                 )
-                .at(node.span, "expected true or false"),
+                .at(node.span, "expected true or false")
+                .help("write `true` or `false`, unquoted"),
             );
             None
         }
@@ -667,7 +669,8 @@ fn container_port(r: &mut Reader<'_>, node: &Node) -> Option<ContainerPort> {
                     codes::INVALID_PORT,
                     format!("containerPort {} is out of range", number.value),
                 )
-                .at(number.span, "must be 1-65535"),
+                .at(number.span, "must be 1-65535")
+                .help("a container port is a number between 1 and 65535"),
             );
             return None;
         }
@@ -701,7 +704,10 @@ fn ip_address(r: &mut Reader<'_>, node: &Node, what: &str) -> Option<Sp<IpAddr>>
         Err(_) => {
             r.push(
                 Diagnostic::new(codes::INVALID_IP, format!("`{}` is not an IP address", s.value))
-                    .at(s.span, "not an IPv4 or IPv6 address"),
+                    .at(s.span, "not an IPv4 or IPv6 address")
+                    .help(
+                        "write one address, such as 10.244.1.7 or fd00::7, without a prefix length",
+                    ),
             );
             None
         }

@@ -151,7 +151,8 @@ fn decode_object(doc: &Node, bundle: &mut Bundle) {
                 codes::NOT_AN_OBJECT,
                 format!("a document is {}, not a Kubernetes object", doc.kind.describe()),
             )
-            .at(doc.span, "expected a mapping with apiVersion and kind"),
+            .at(doc.span, "expected a mapping with apiVersion and kind")
+            .help("each document must be one object (`apiVersion`, `kind`, `metadata`...); put several in a `kind: List`"),
         );
         return;
     }
@@ -279,7 +280,8 @@ fn decode_object(doc: &Node, bundle: &mut Bundle) {
                     api_version.value, kind.value
                 ),
             )
-            .at(kind.span, "skipped"),
+            .at(kind.span, "skipped")
+            .help("nothing to do: only namespaces, nodes, pods, workloads and network policies matter to policy"),
         ),
     }
 }

@@ -300,7 +300,8 @@ fn port_ref(r: &mut Reader<'_>, node: &Node) -> Option<PortRef> {
                     codes::WRONG_TYPE,
                     format!("port must be a number or a name, found {}", node.kind.describe()),
                 )
-                .at(node.span, "expected a number or a string"),
+                .at(node.span, "expected a number or a string")
+                .help("write a port number such as 8080, or a container port name such as http"),
             );
             None
         }

@@ -45,7 +45,8 @@ impl Reader<'_> {
                 codes::WRONG_TYPE,
                 format!("{what} must be {expected}, found {}", node.kind.describe()),
             )
-            .at(node.span, format!("expected {expected}")),
+            .at(node.span, format!("expected {expected}"))
+            .help(format!("change the value to {expected}, as the API defines {what}")),
         );
     }
 

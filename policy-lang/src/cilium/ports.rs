@@ -255,7 +255,8 @@ fn port_value(r: &mut Reader<'_>, node: &Node) -> Option<PortValue> {
                     codes::WRONG_TYPE,
                     format!("port must be a number or a name, found {}", node.kind.describe()),
                 )
-                .at(node.span, "expected a number or a string"),
+                .at(node.span, "expected a number or a string")
+                .help("write a port number such as 8080, or a container port name such as http"),
             );
             None
         }
@@ -335,7 +336,8 @@ fn icmp_type(r: &mut Reader<'_>, node: &Node, family: IcmpFamily) -> Option<u8> 
                     codes::WRONG_TYPE,
                     format!("ICMP type must be a number or a name, found {}", node.kind.describe()),
                 )
-                .at(node.span, "expected a number or a string"),
+                .at(node.span, "expected a number or a string")
+                .help("write a type number such as 8, or a name such as EchoRequest"),
             );
             return None;
         }
