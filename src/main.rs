@@ -88,6 +88,14 @@ enum Command {
         /// (by default, as in Cilium, pods are matched only by their labels).
         #[arg(long)]
         ipblock_matches_pods: bool,
+        /// A label key (or `prefix*`) that counts for identity although the default
+        /// filter drops it. Repeatable.
+        #[arg(long = "identity-include", value_name = "KEY")]
+        identity_include: Vec<String>,
+        /// A label key (or `prefix*`) that does not count for identity (unless a
+        /// selector reads it). Repeatable.
+        #[arg(long = "identity-exclude", value_name = "KEY")]
+        identity_exclude: Vec<String>,
     },
     /// Check manifests and report every problem, without writing anything.
     Lint {
@@ -172,10 +180,16 @@ fn main() -> ExitCode {
             max_ipcache_entries,
             enforcement,
             ipblock_matches_pods,
+            identity_include,
+            identity_exclude,
         } => {
             let mut options = compiler::Options {
                 enforcement: enforcement.into(),
                 ipblock_matches_pods,
+                labels: compiler::identity::LabelFilter {
+                    include: identity_include,
+                    exclude: identity_exclude,
+                },
                 ..compiler::Options::default()
             };
             if let Some(n) = max_policy_entries {

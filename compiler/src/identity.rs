@@ -100,18 +100,48 @@ pub fn endpoint_labels(
 /// key some selector reads. Keeping the selected keys makes selection by identity exact:
 /// two pods that differ in a label a policy reads never share an identity, even when
 /// the label is one that normally does not count.
-pub fn identity_labels(endpoint_labels: &Labels, selected_keys: &BTreeSet<String>) -> Labels {
+pub fn identity_labels(
+    endpoint_labels: &Labels,
+    selected_keys: &BTreeSet<String>,
+    filter: &LabelFilter,
+) -> Labels {
     endpoint_labels
         .iter()
         .filter(|(k, _)| {
             k.as_str() == NAMESPACE_LABEL
                 || k.as_str() == SERVICE_ACCOUNT_LABEL
                 || k.starts_with(NAMESPACE_LABELS_PREFIX)
-                || is_identity_label(k)
                 || selected_keys.contains(k.as_str())
+                || filter.counts(k)
         })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
+}
+
+/// Which pod labels count for identity, beyond the ones selectors read (those always
+/// count, or selection by identity would not be exact). Patterns are exact keys, or
+/// prefixes ending in `*` (`example.com/*`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LabelFilter {
+    /// Keys that count although the default filter drops them.
+    pub include: Vec<String>,
+    /// Keys that do not count although the default filter keeps them (for example a
+    /// per-rollout version label that would split identities on every deploy).
+    pub exclude: Vec<String>,
+}
+
+impl LabelFilter {
+    /// Whether `key` counts: an exclusion wins over an inclusion, which wins over the
+    /// default.
+    pub fn counts(&self, key: &str) -> bool {
+        let hit = |patterns: &[String]| {
+            patterns.iter().any(|p| match p.strip_suffix('*') {
+                Some(prefix) => key.starts_with(prefix),
+                None => key == p,
+            })
+        };
+        if hit(&self.exclude) { false } else { hit(&self.include) || is_identity_label(key) }
+    }
 }
 
 /// Allocates numbers to label sets.
@@ -169,12 +199,16 @@ mod tests {
             "default",
         );
         let none = BTreeSet::new();
-        assert_eq!(identity_labels(&a, &none), identity_labels(&b, &none));
-        let id = identity_labels(&a, &none);
+        let filter = LabelFilter::default();
+        assert_eq!(identity_labels(&a, &none, &filter), identity_labels(&b, &none, &filter));
+        let id = identity_labels(&a, &none, &filter);
         assert_eq!(id.get(NAMESPACE_LABEL).map(String::as_str), Some("x"));
         assert_eq!(id.get("io.cilium.k8s.namespace.labels.team").map(String::as_str), Some("a"));
         let selected = BTreeSet::from(["pod-template-hash".to_string()]);
-        assert_ne!(identity_labels(&a, &selected), identity_labels(&b, &selected));
+        assert_ne!(
+            identity_labels(&a, &selected, &filter),
+            identity_labels(&b, &selected, &filter)
+        );
     }
 
     #[test]
@@ -184,6 +218,23 @@ mod tests {
         let ep = endpoint_labels(&pod, "x", &labels(&[]), "default");
         assert_eq!(ep.get(NAMESPACE_LABEL).map(String::as_str), Some("x"));
         assert!(!ep.contains_key("io.cilium.k8s.namespace.labels.team"));
+    }
+
+    #[test]
+    fn the_label_filter_is_configurable() {
+        let filter = LabelFilter {
+            include: vec!["pod-template-hash".into()],
+            exclude: vec!["app.kubernetes.io/version".into(), "example.com/*".into()],
+        };
+        assert!(filter.counts("pod-template-hash"));
+        assert!(!filter.counts("app.kubernetes.io/version"));
+        assert!(!filter.counts("example.com/build"));
+        assert!(filter.counts("app.kubernetes.io/name"));
+        // A key a selector reads counts whatever the filter says.
+        let ep = labels(&[("example.com/build", "7"), ("app", "web")]);
+        let selected = BTreeSet::from(["example.com/build".to_string()]);
+        assert!(identity_labels(&ep, &selected, &filter).contains_key("example.com/build"));
+        assert!(!identity_labels(&ep, &BTreeSet::new(), &filter).contains_key("example.com/build"));
     }
 
     #[test]

@@ -78,6 +78,8 @@ pub struct Options {
     pub capacity: Capacity,
     /// When directions are enforced.
     pub enforcement: crate::ir::Enforcement,
+    /// Which labels count for identity beyond the default filter.
+    pub labels: identity::LabelFilter,
     /// Whether an ipBlock also matches pod addresses, as upstream Kubernetes specifies.
     /// Off by default, as in Cilium: pods are matched by their labels, and a CIDR peer
     /// means addresses outside the cluster.
@@ -187,7 +189,7 @@ pub fn compile_with(sources: &Sources, bundle: &Bundle, options: &Options) -> Co
     let identity_labels: Vec<Labels> = endpoints
         .iter()
         .map(|e| {
-            let mut labels = identity::identity_labels(&e.labels, &selected_keys);
+            let mut labels = identity::identity_labels(&e.labels, &selected_keys, &options.labels);
             for (name, proto) in &egress_names {
                 let numbers: Vec<String> = e
                     .pod
