@@ -268,23 +268,86 @@ pub fn compile_with(sources: &Sources, bundle: &Bundle, options: &Options) -> Co
     let cidr_identities: BTreeMap<Cidr, u32> =
         prefixes.iter().enumerate().map(|(i, c)| (*c, FIRST_CIDR_IDENTITY + i as u32)).collect();
 
+    let mut by_namespace: BTreeMap<&str, Vec<&Endpoint<'_>>> = BTreeMap::new();
+    let mut seen_identities = BTreeSet::new();
+    for ep in &endpoints {
+        if seen_identities.insert(ep.identity) {
+            by_namespace.entry(ep.pod.meta.namespace.as_str()).or_default().push(ep);
+        }
+    }
     let cx = Context {
         endpoints: &endpoints,
         cidr_identities: &cidr_identities,
         ipblock_matches_pods: options.ipblock_matches_pods,
+        by_namespace,
     };
 
-    // Tables: one per distinct content, numbered from 1 in order of first use.
+    // Peer identity sets, once per rule: they do not depend on the subject.
+    let peer_sets: Vec<Vec<Option<BTreeSet<u32>>>> = {
+        let _span = tracing::info_span!("peers").entered();
+        policies
+            .iter()
+            .map(|p| {
+                p.rules
+                    .iter()
+                    .map(|r| {
+                        r.peers.as_ref().map(|peers| {
+                            peers.iter().flat_map(|peer| cx.peer_identities(peer)).collect()
+                        })
+                    })
+                    .collect()
+            })
+            .collect()
+    };
+    // Policies by the namespace their subject is pinned to (namespaced kinds), so each
+    // endpoint only tests the policies of its namespace and the cluster-wide ones.
+    let mut by_namespace: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    let mut cluster_wide = Vec::new();
+    for (i, policy) in policies.iter().enumerate() {
+        match policy.subject.match_labels.get(identity::NAMESPACE_LABEL) {
+            Some(ns) => by_namespace.entry(ns.as_str()).or_default().push(i),
+            None => cluster_wide.push(i),
+        }
+    }
+
+    // Tables: one per distinct content. Endpoints of one identity and the same container
+    // ports get the same tables (selection is by identity, and only an ingress rule's
+    // named port looks at the subject's own ports), so each such class is solved once.
     let tables_span = tracing::info_span!("tables").entered();
     let mut tables: BTreeMap<tables::Table, u32> = BTreeMap::new();
     let mut rule_flows: BTreeMap<u32, (BTreeSet<Pattern>, BTreeSet<usize>)> = BTreeMap::new();
+    let mut classes: BTreeMap<(u32, Vec<(Option<String>, u16, u8)>), [u32; 2]> = BTreeMap::new();
     let mut artifact = Artifact::default();
     let endpoint_ids = endpoint_ids(&endpoints);
     for (index, ep) in endpoints.iter().enumerate() {
+        let mut selecting: Vec<usize> = by_namespace
+            .get(ep.pod.meta.namespace.as_str())
+            .into_iter()
+            .flatten()
+            .chain(&cluster_wide)
+            .copied()
+            .filter(|&i| policies[i].subject.matches(&ep.labels))
+            .collect();
+        selecting.sort_unstable();
+        let ports: Vec<(Option<String>, u16, u8)> =
+            ep.pod.ports.iter().map(|p| (p.name.clone(), p.port, p.protocol.number())).collect();
+        let class = (ep.identity, ports);
+        if let Some(ids) = classes.get(&class) {
+            // Same tables as an endpoint already solved; lints still learn which rules
+            // apply here.
+            for &pi in &selecting {
+                for &cookie in &cookies[pi] {
+                    if let Some(flows) = rule_flows.get_mut(&cookie) {
+                        flows.1.insert(index);
+                    }
+                }
+            }
+            let ids = *ids;
+            push_endpoint(&mut artifact, ep, endpoint_ids[index], ids);
+            continue;
+        }
         let mut table_ids = [0u32; 2];
         for (slot, direction) in [Direction::Ingress, Direction::Egress].into_iter().enumerate() {
-            let selecting: Vec<usize> =
-                (0..policies.len()).filter(|&i| policies[i].subject.matches(&ep.labels)).collect();
             let isolated = match options.enforcement {
                 Enforcement::Default => {
                     selecting.iter().any(|&i| policies[i].isolates.contains(&direction))
@@ -300,6 +363,7 @@ pub fn compile_with(sources: &Sources, bundle: &Bundle, options: &Options) -> Co
                         let before = entries.len();
                         cx.rule_entries(
                             rule,
+                            peer_sets[pi][ri].as_ref(),
                             direction,
                             ep,
                             cookie,
@@ -335,14 +399,8 @@ pub fn compile_with(sources: &Sources, bundle: &Bundle, options: &Options) -> Co
             let next = tables.len() as u32 + 1;
             table_ids[slot] = *tables.entry(table).or_insert(next);
         }
-        artifact.endpoints.push(EndpointRecord {
-            name: ep.name.clone(),
-            endpoint_id: endpoint_ids[index],
-            identity: ep.identity,
-            ingress_table: table_ids[0],
-            egress_table: table_ids[1],
-            addresses: ep.pod.ips.iter().map(|ip| ip.value).collect(),
-        });
+        classes.insert(class, table_ids);
+        push_endpoint(&mut artifact, ep, endpoint_ids[index], table_ids);
     }
     let table_ids = table_ids(&tables);
     for ep in &mut artifact.endpoints {
@@ -567,6 +625,17 @@ fn endpoint_ids(endpoints: &[Endpoint<'_>]) -> Vec<u32> {
         .collect()
 }
 
+fn push_endpoint(artifact: &mut Artifact, ep: &Endpoint<'_>, endpoint_id: u32, tables: [u32; 2]) {
+    artifact.endpoints.push(EndpointRecord {
+        name: ep.name.clone(),
+        endpoint_id,
+        identity: ep.identity,
+        ingress_table: tables[0],
+        egress_table: tables[1],
+        addresses: ep.pod.ips.iter().map(|ip| ip.value).collect(),
+    });
+}
+
 const ANY_FLOW: Pattern = Pattern { identity: reserved::ANY, proto: 0, port: None };
 
 /// Labels of every namespace: declared ones, plus any a pod or policy lives in (with a
@@ -622,13 +691,18 @@ struct Context<'a> {
     endpoints: &'a [Endpoint<'a>],
     cidr_identities: &'a BTreeMap<Cidr, u32>,
     ipblock_matches_pods: bool,
+    /// One endpoint per identity (selection by identity is exact, so one stands for
+    /// all), by namespace: a selector pinned to a namespace only looks there.
+    by_namespace: BTreeMap<&'a str, Vec<&'a Endpoint<'a>>>,
 }
 
 impl Context<'_> {
     /// The entries one rule contributes to the table of `subject`.
+    #[expect(clippy::too_many_arguments, reason = "one call site; a struct would only rename them")]
     fn rule_entries(
         &self,
         rule: &Rule,
+        peers: Option<&BTreeSet<u32>>,
         direction: Direction,
         subject: &Endpoint<'_>,
         cookie: u32,
@@ -643,11 +717,7 @@ impl Context<'_> {
             Action::Pass => return,
         };
         // Peers as identity sets; `None` stands for every identity, world included.
-        let peers: Option<BTreeSet<u32>> = rule
-            .peers
-            .as_ref()
-            .map(|peers| peers.iter().flat_map(|p| self.peer_identities(p)).collect());
-        let identities: Vec<u32> = match &peers {
+        let identities: Vec<u32> = match peers {
             Some(set) => set.iter().copied().collect(),
             None => vec![reserved::ANY],
         };
@@ -712,9 +782,12 @@ impl Context<'_> {
         };
         match direction {
             Direction::Ingress => defines(subject.pod).into_iter().map(|n| (identity, n)).collect(),
+            // Every pod of an identity resolves the name alike (the resolution is part
+            // of the identity labels), so one pod per identity answers.
             Direction::Egress => self
-                .endpoints
-                .iter()
+                .by_namespace
+                .values()
+                .flatten()
                 .filter(|e| identity == reserved::ANY || e.identity == identity)
                 .flat_map(|e| defines(e.pod).into_iter().map(|n| (e.identity, n)))
                 .collect(),
@@ -723,12 +796,18 @@ impl Context<'_> {
 
     fn peer_identities(&self, peer: &Peer) -> Vec<u32> {
         match peer {
-            Peer::Endpoints(selector) => self
-                .endpoints
-                .iter()
-                .filter(|e| selector.matches(&e.labels))
-                .map(|e| e.identity)
-                .collect(),
+            Peer::Endpoints(selector) => {
+                let candidates: Vec<&Endpoint<'_>> =
+                    match selector.match_labels.get(identity::NAMESPACE_LABEL) {
+                        Some(ns) => self.by_namespace.get(ns.as_str()).cloned().unwrap_or_default(),
+                        None => self.by_namespace.values().flatten().copied().collect(),
+                    };
+                candidates
+                    .into_iter()
+                    .filter(|e| selector.matches(&e.labels))
+                    .map(|e| e.identity)
+                    .collect()
+            }
             Peer::Cidr { cidr, except } => {
                 let prefixes = self
                     .cidr_identities

@@ -59,6 +59,7 @@ impl Pattern {
         })
     }
 
+    #[cfg(test)]
     fn covers(&self, other: &Pattern) -> bool {
         self.intersect(other).as_ref() == Some(other)
     }
@@ -86,34 +87,72 @@ pub struct Entry {
 pub type Table = BTreeMap<Pattern, PolicyValue>;
 
 /// Folds rule entries into a table; see the module documentation.
+///
+/// Cost: the rules covering a key are among its at most eight generalisations (each of
+/// identity, protocol and port either kept or made "any"), so each key is decided by
+/// eight map lookups rather than a scan of every entry.
 pub fn fold(entries: &[Entry]) -> Table {
-    let mut keys: Vec<Pattern> = entries.iter().map(|e| e.pattern).collect();
-    let denies: Vec<&Entry> = entries.iter().filter(|e| e.verdict == Verdict::Deny).collect();
-    for allow in entries.iter().filter(|e| e.verdict == Verdict::Allow) {
-        for deny in &denies {
-            if let Some(both) = allow.pattern.intersect(&deny.pattern) {
-                keys.push(both);
-            }
-        }
+    // Per pattern: the lowest allow cookie and the lowest deny cookie naming it.
+    let mut own: BTreeMap<Pattern, (Option<u32>, Option<u32>)> = BTreeMap::new();
+    for e in entries {
+        let slot = own.entry(e.pattern).or_default();
+        let cookie = match e.verdict {
+            Verdict::Allow => &mut slot.0,
+            Verdict::Deny => &mut slot.1,
+        };
+        *cookie = Some(cookie.map_or(e.cookie, |c| c.min(e.cookie)));
     }
-    keys.sort();
-    keys.dedup();
+    let denies: Vec<Pattern> = own.iter().filter(|(_, v)| v.1.is_some()).map(|(p, _)| *p).collect();
+    let mut keys: Vec<Pattern> = own.keys().copied().collect();
+    if !denies.is_empty() {
+        for allow in own.iter().filter(|(_, v)| v.0.is_some()).map(|(p, _)| *p) {
+            keys.extend(denies.iter().filter_map(|deny| allow.intersect(deny)));
+        }
+        keys.sort();
+        keys.dedup();
+    }
 
     keys.into_iter()
         .map(|key| {
+            let (mut allow, mut deny) = (None::<u32>, None::<u32>);
+            for general in generalisations(&key) {
+                if let Some((a, d)) = own.get(&general) {
+                    allow = min_some(allow, *a);
+                    deny = min_some(deny, *d);
+                }
+            }
             // Deny wins; among equals the lowest cookie is named, deterministically.
-            let decider = entries
-                .iter()
-                .filter(|e| e.pattern.covers(&key))
-                .min_by_key(|e| (e.verdict == Verdict::Allow, e.cookie))
-                .expect("every key comes from, or lies inside, some entry's pattern");
-            let verdict = match decider.verdict {
-                Verdict::Allow => VERDICT_ALLOW,
-                Verdict::Deny => VERDICT_DENY,
+            let (verdict, rule) = match (deny, allow) {
+                (Some(d), _) => (VERDICT_DENY, d),
+                (None, Some(a)) => (VERDICT_ALLOW, a),
+                (None, None) => unreachable!("every key comes from, or lies inside, some entry"),
             };
-            (key, PolicyValue { verdict, pad: [0; 3], rule: decider.cookie })
+            (key, PolicyValue { verdict, pad: [0; 3], rule })
         })
         .collect()
+}
+
+fn min_some(a: Option<u32>, b: Option<u32>) -> Option<u32> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
+/// Every pattern that covers `key`, `key` itself included.
+fn generalisations(key: &Pattern) -> impl Iterator<Item = Pattern> + '_ {
+    let identities = [Some(key.identity), (key.identity != 0).then_some(0)];
+    identities.into_iter().flatten().flat_map(move |identity| {
+        let mut shapes = vec![(key.proto, key.port)];
+        if key.port.is_some() {
+            shapes.push((key.proto, None));
+        }
+        if key.proto != 0 {
+            shapes.push((0, None));
+        }
+        shapes.into_iter().map(move |(proto, port)| Pattern { identity, proto, port })
+    })
 }
 
 /// How the datapath decides a flow against the keys of one table: the first present key
