@@ -316,7 +316,9 @@ pub fn compile_with(sources: &Sources, bundle: &Bundle, options: &Options) -> Co
     let tables_span = tracing::info_span!("tables").entered();
     let mut tables: BTreeMap<tables::Table, u32> = BTreeMap::new();
     let mut rule_flows: BTreeMap<u32, (BTreeSet<Pattern>, BTreeSet<usize>)> = BTreeMap::new();
-    let mut classes: BTreeMap<(u32, Vec<(Option<String>, u16, u8)>), [u32; 2]> = BTreeMap::new();
+    // (identity, container ports as (name, number, protocol)) -> (ingress, egress) tables
+    type Class = (u32, Vec<(Option<String>, u16, u8)>);
+    let mut classes: BTreeMap<Class, [u32; 2]> = BTreeMap::new();
     let mut artifact = Artifact::default();
     let endpoint_ids = endpoint_ids(&endpoints);
     for (index, ep) in endpoints.iter().enumerate() {
