@@ -1,23 +1,11 @@
 //! The `policyc` binary as CI pipelines use it: exit codes, output formats, determinism.
 
+mod support;
+
+use support::{policyc, stderr, stdout};
+
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn policyc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_policyc"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("running policyc")
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use std::process::Command;
 
 #[test]
 fn lint_exit_codes_follow_ci_conventions() {

@@ -1,15 +1,9 @@
 //! `policyc connectivity` on the demo: one snapshot per output format, under
 //! snapshots/connectivity/, and the file output.
 
-use std::process::{Command, Output};
+mod support;
 
-fn policyc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_policyc"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("running policyc")
-}
+use support::policyc;
 
 fn connectivity(format: &str) -> String {
     let out = policyc(&["connectivity", "fixtures/demo", "--format", format]);

@@ -2,20 +2,12 @@
 //! adds, removes or changes, the map operations between the two artifacts, and the exit
 //! codes of diff(1).
 
+mod support;
+
+use support::{policyc, stdout};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn policyc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_policyc"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("running policyc")
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use std::process::Output;
 
 /// A directory holding the shared conformance cluster and one scenario's policies, so
 /// that a single path names a complete input. Each test passes its own `test` name: tests

@@ -274,16 +274,8 @@ fn port_ref(r: &mut Reader<'_>, node: &Node) -> Option<PortRef> {
             }
         },
         NodeKind::Str(name) => {
-            // IANA_SVC_NAME: 1-15 lowercase alphanumerics and `-`, at least one letter,
-            // no leading, trailing or doubled `-`.
-            let valid = !name.is_empty()
-                && name.len() <= 15
-                && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && name.bytes().any(|b| b.is_ascii_lowercase())
-                && !name.starts_with('-')
-                && !name.ends_with('-')
-                && !name.contains("--");
-            if valid {
+            // Kubernetes wants the name in lower case (Cilium accepts any case).
+            if is_service_name(name) && !name.bytes().any(|b| b.is_ascii_uppercase()) {
                 Some(PortRef::Name(name.clone()))
             } else {
                 r.push(
@@ -295,17 +287,34 @@ fn port_ref(r: &mut Reader<'_>, node: &Node) -> Option<PortRef> {
             }
         }
         _ => {
-            r.push(
-                Diagnostic::new(
-                    codes::WRONG_TYPE,
-                    format!("port must be a number or a name, found {}", node.kind.describe()),
-                )
-                .at(node.span, "expected a number or a string")
-                .help("write a port number such as 8080, or a container port name such as http"),
-            );
+            port_type_error(r, node);
             None
         }
     }
+}
+
+/// An IANA service name (RFC 6335, section 5.1): 1-15 letters, digits and `-`, at least
+/// one letter, no `-` at either end or twice in a row. Case is the caller's concern.
+pub(crate) fn is_service_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 15
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && name.bytes().any(|b| b.is_ascii_alphabetic())
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && !name.contains("--")
+}
+
+/// A port given as neither a number nor a name.
+pub(crate) fn port_type_error(r: &mut Reader<'_>, node: &Node) {
+    r.push(
+        Diagnostic::new(
+            codes::WRONG_TYPE,
+            format!("port must be a number or a name, found {}", node.kind.describe()),
+        )
+        .at(node.span, "expected a number or a string")
+        .help("write a port number such as 8080, or a container port name such as http"),
+    );
 }
 
 pub(crate) fn selector(r: &mut Reader<'_>, node: &Node, what: &str) -> Option<LabelSelector> {

@@ -9,6 +9,7 @@
 use crate::ast::{Protocol, Sp};
 use crate::ast_cilium::{CiliumPort, CiliumPortSpec, IcmpFamily, IcmpMatch};
 use crate::codes;
+use crate::netpol;
 use crate::diagnostic::Diagnostic;
 use crate::reader::Reader;
 use crate::yaml::{Node, NodeKind};
@@ -230,15 +231,8 @@ fn port_value(r: &mut Reader<'_>, node: &Node) -> Option<PortValue> {
             }
         }
         NodeKind::Str(name) => {
-            // IANA service names: 1-15 letters, digits and `-`, at least one letter, no
-            // `-` at either end or twice in a row. Cilium compares them in lower case.
-            let valid = name.len() <= 15
-                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                && name.bytes().any(|b| b.is_ascii_alphabetic())
-                && !name.starts_with('-')
-                && !name.ends_with('-')
-                && !name.contains("--");
-            if valid {
+            // Cilium compares service names in lower case.
+            if netpol::is_service_name(name) {
                 Some(PortValue::Name(name.to_ascii_lowercase()))
             } else {
                 r.push(
@@ -250,14 +244,7 @@ fn port_value(r: &mut Reader<'_>, node: &Node) -> Option<PortValue> {
             }
         }
         _ => {
-            r.push(
-                Diagnostic::new(
-                    codes::WRONG_TYPE,
-                    format!("port must be a number or a name, found {}", node.kind.describe()),
-                )
-                .at(node.span, "expected a number or a string")
-                .help("write a port number such as 8080, or a container port name such as http"),
-            );
+            netpol::port_type_error(r, node);
             None
         }
     }
