@@ -282,7 +282,16 @@ pub fn compile_with(sources: &Sources, bundle: &Bundle, options: &Options) -> Co
         by_namespace,
     };
 
-    // Peer identity sets, once per rule: they do not depend on the subject.
+    // Peer identity sets, once per rule: they do not depend on the subject. A set that
+    // holds every identity there is (each pod's, each reserved one's, each CIDR's) is
+    // the wildcard: one entry instead of one per identity.
+    let universe: BTreeSet<u32> = endpoints
+        .iter()
+        .map(|e| e.identity)
+        .chain(cx.entity_identities(Entity::Cluster))
+        .chain([reserved::WORLD])
+        .chain(cidr_identities.values().copied())
+        .collect();
     let peer_sets: Vec<Vec<Option<BTreeSet<u32>>>> = {
         let _span = tracing::info_span!("peers").entered();
         policies
@@ -291,9 +300,17 @@ pub fn compile_with(sources: &Sources, bundle: &Bundle, options: &Options) -> Co
                 p.rules
                     .iter()
                     .map(|r| {
-                        r.peers.as_ref().map(|peers| {
+                        let set: Option<BTreeSet<u32>> = r.peers.as_ref().map(|peers| {
                             peers.iter().flat_map(|peer| cx.peer_identities(peer)).collect()
-                        })
+                        });
+                        match set {
+                            Some(set)
+                                if set.contains(&reserved::ANY) || set.is_superset(&universe) =>
+                            {
+                                Some(BTreeSet::from([reserved::ANY]))
+                            }
+                            other => other,
+                        }
                     })
                     .collect()
             })

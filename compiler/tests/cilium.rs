@@ -297,3 +297,31 @@ fn peers_that_select_nothing_allow_nothing() {
     let a = compile_text(&format!("{head}    - toPorts:\n        - {{}}\n"));
     assert!(!allowed(&a, CLIENT, SERVER, TCP, 80));
 }
+
+#[test]
+fn peers_that_cover_every_identity_compile_to_the_wildcard() {
+    let text = "apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata:
+  name: everyone
+  namespace: x
+spec:
+  endpointSelector:
+    matchLabels:
+      app: server
+  ingress:
+    - fromEntities: [cluster, world]
+      toPorts:
+        - ports:
+            - port: \"80\"
+";
+    let (mut sources, _) = load(&["cluster.yaml"]);
+    sources.add("everyone.yaml", text);
+    let bundle = policy_lang::load_sources(&sources);
+    let a = compile_bundle(&sources, &bundle);
+    // One wildcard entry for TCP/80 rather than one per identity.
+    let port_80: Vec<_> =
+        a.policy.iter().filter(|(k, _)| k.has_port == 1 && k.port == 80 && k.proto == 6).collect();
+    assert_eq!(port_80.len(), 1, "{port_80:?}");
+    assert_eq!(port_80[0].0.identity, 0);
+}
