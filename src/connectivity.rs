@@ -36,8 +36,9 @@ pub fn run(
     inputs: &[PathBuf],
     format: OutputFormat,
     output: Option<&Path>,
+    options: &compiler::Options,
 ) -> anyhow::Result<ExitCode> {
-    let (bundle, compilation) = compile(inputs, &compiler::Options::default())?;
+    let (bundle, compilation) = compile(inputs, options)?;
     let connectivity = compiler::connectivity::connectivity(
         &compilation.artifact,
         &Grouping::from_bundle(&bundle),

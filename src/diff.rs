@@ -46,7 +46,11 @@ struct Side {
     lock: Option<compiler::lock::Lock>,
 }
 
-fn load(path: &Path, lock: Option<&compiler::lock::Lock>) -> anyhow::Result<Side> {
+fn load(
+    path: &Path,
+    lock: Option<&compiler::lock::Lock>,
+    options: &compiler::Options,
+) -> anyhow::Result<Side> {
     if path.is_file() {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         if bytes.starts_with(&MAGIC) {
@@ -55,8 +59,7 @@ fn load(path: &Path, lock: Option<&compiler::lock::Lock>) -> anyhow::Result<Side
             return Ok(Side { artifact, grouping: None, lock: None });
         }
     }
-    let options =
-        compiler::Options { lock: lock.cloned().unwrap_or_default(), ..Default::default() };
+    let options = compiler::Options { lock: lock.cloned().unwrap_or_default(), ..options.clone() };
     let (bundle, compilation) = crate::connectivity::compile(&[path.to_path_buf()], &options)?;
     Ok(Side {
         artifact: compilation.artifact,
@@ -98,10 +101,16 @@ impl Diff<'_> {
 }
 
 /// Runs `policyc diff`: exit 0 when the two sides are the same, 1 when they differ.
-pub fn run(old: &Path, new: &Path, format: DiffFormat) -> anyhow::Result<ExitCode> {
-    let old_side = load(old, None).with_context(|| format!("loading {}", old.display()))?;
-    let new_side =
-        load(new, old_side.lock.as_ref()).with_context(|| format!("loading {}", new.display()))?;
+pub fn run(
+    old: &Path,
+    new: &Path,
+    format: DiffFormat,
+    options: &compiler::Options,
+) -> anyhow::Result<ExitCode> {
+    let old_side =
+        load(old, None, options).with_context(|| format!("loading {}", old.display()))?;
+    let new_side = load(new, old_side.lock.as_ref(), options)
+        .with_context(|| format!("loading {}", new.display()))?;
 
     // Both sides are grouped alike, or a pod's group would differ only because one side
     // is an artifact. NEW's owners win where the two disagree.

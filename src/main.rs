@@ -48,6 +48,41 @@ impl From<EnforcementArg> for compiler::ir::Enforcement {
     }
 }
 
+/// The choices that change what policies mean, shared by every command that compiles.
+#[derive(Clone, Debug, clap::Args)]
+struct Semantics {
+    /// When a direction is enforced: once a policy isolates it (default), always, or
+    /// never.
+    #[arg(long, value_enum, default_value_t = EnforcementArg::Default)]
+    enforcement: EnforcementArg,
+    /// Let ipBlock peers match pod addresses too, as upstream Kubernetes specifies (by
+    /// default, as in Cilium, pods are matched only by their labels).
+    #[arg(long)]
+    ipblock_matches_pods: bool,
+    /// A label key (or `prefix*`) that counts for identity although the default filter
+    /// drops it. Repeatable.
+    #[arg(long = "identity-include", value_name = "KEY")]
+    identity_include: Vec<String>,
+    /// A label key (or `prefix*`) that does not count for identity (unless a selector
+    /// reads it). Repeatable.
+    #[arg(long = "identity-exclude", value_name = "KEY")]
+    identity_exclude: Vec<String>,
+}
+
+impl Semantics {
+    fn options(&self) -> compiler::Options {
+        compiler::Options {
+            enforcement: self.enforcement.into(),
+            ipblock_matches_pods: self.ipblock_matches_pods,
+            labels: compiler::identity::LabelFilter {
+                include: self.identity_include.clone(),
+                exclude: self.identity_exclude.clone(),
+            },
+            ..compiler::Options::default()
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum TraceFormat {
     Human,
@@ -80,22 +115,8 @@ enum Command {
         /// Most address-table entries allowed (default: the map's capacity).
         #[arg(long)]
         max_ipcache_entries: Option<usize>,
-        /// When a direction is enforced: once a policy isolates it (default), always,
-        /// or never.
-        #[arg(long, value_enum, default_value_t = EnforcementArg::Default)]
-        enforcement: EnforcementArg,
-        /// Let ipBlock peers match pod addresses too, as upstream Kubernetes specifies
-        /// (by default, as in Cilium, pods are matched only by their labels).
-        #[arg(long)]
-        ipblock_matches_pods: bool,
-        /// A label key (or `prefix*`) that counts for identity although the default
-        /// filter drops it. Repeatable.
-        #[arg(long = "identity-include", value_name = "KEY")]
-        identity_include: Vec<String>,
-        /// A label key (or `prefix*`) that does not count for identity (unless a
-        /// selector reads it). Repeatable.
-        #[arg(long = "identity-exclude", value_name = "KEY")]
-        identity_exclude: Vec<String>,
+        #[command(flatten)]
+        semantics: Semantics,
     },
     /// Check manifests and report every problem, without writing anything.
     Lint {
@@ -111,6 +132,8 @@ enum Command {
         /// stdout.
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
+        #[command(flatten)]
+        semantics: Semantics,
     },
     /// Explain why a flow is allowed or denied: the deciding policy and rule per
     /// direction, and the compiled tables' answer beside the reference's.
@@ -133,6 +156,8 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = TraceFormat::Human)]
         format: TraceFormat,
+        #[command(flatten)]
+        semantics: Semantics,
     },
     /// Print the content of an artifact.
     Inspect { artifact: PathBuf },
@@ -148,6 +173,8 @@ enum Command {
         /// Write here instead of stdout.
         #[arg(short, long)]
         output: Option<PathBuf>,
+        #[command(flatten)]
+        semantics: Semantics,
     },
     /// Compare two policy states (manifests or artifacts): connections added, removed
     /// and changed, and the map operations from OLD to NEW. Exit 0 when equal, 1 when
@@ -160,6 +187,8 @@ enum Command {
         /// Output format (JSON schema: docs/connectivity.md).
         #[arg(long, value_enum, default_value_t = diff::DiffFormat::Txt)]
         format: diff::DiffFormat,
+        #[command(flatten)]
+        semantics: Semantics,
     },
 }
 
@@ -178,20 +207,9 @@ fn main() -> ExitCode {
             prune_retired,
             max_policy_entries,
             max_ipcache_entries,
-            enforcement,
-            ipblock_matches_pods,
-            identity_include,
-            identity_exclude,
+            semantics,
         } => {
-            let mut options = compiler::Options {
-                enforcement: enforcement.into(),
-                ipblock_matches_pods,
-                labels: compiler::identity::LabelFilter {
-                    include: identity_include,
-                    exclude: identity_exclude,
-                },
-                ..compiler::Options::default()
-            };
+            let mut options = semantics.options();
             if let Some(n) = max_policy_entries {
                 options.capacity.policy = n;
             }
@@ -200,17 +218,20 @@ fn main() -> ExitCode {
             }
             compile(&inputs, &output, stats, lock.as_deref(), prune_retired, options)
         }
-        Command::Lint { inputs, deny_warnings, warn_unisolated, format } => {
+        Command::Lint { inputs, deny_warnings, warn_unisolated, format, semantics } => {
             let options = compiler::lint::LintOptions { unisolated_pods: warn_unisolated };
-            lint(&inputs, deny_warnings, options, format)
+            lint(&inputs, deny_warnings, options, format, &semantics.options())
         }
         Command::Inspect { artifact } => inspect(&artifact),
-        Command::Connectivity { inputs, format, output } => {
-            connectivity::run(&inputs, format, output.as_deref())
+        Command::Connectivity { inputs, format, output, semantics } => {
+            connectivity::run(&inputs, format, output.as_deref(), &semantics.options())
         }
-        Command::Diff { old, new, format } => diff::run(&old, &new, format),
-        Command::Trace { inputs, from, to, protocol, port, format } => {
-            run_trace(&inputs, &from, &to, &protocol, port, format == TraceFormat::Json)
+        Command::Diff { old, new, format, semantics } => {
+            diff::run(&old, &new, format, &semantics.options())
+        }
+        Command::Trace { inputs, from, to, protocol, port, format, semantics } => {
+            let query = (from.as_str(), to.as_str(), protocol.as_str(), port);
+            run_trace(&inputs, query, format == TraceFormat::Json, &semantics.options())
         }
     };
     match result {
@@ -324,9 +345,10 @@ fn lint(
     deny_warnings: bool,
     options: compiler::lint::LintOptions,
     format: Format,
+    compile_options: &compiler::Options,
 ) -> anyhow::Result<ExitCode> {
     let (sources, bundle) = front_end(inputs)?;
-    let compilation = compiler::compile(&sources, &bundle);
+    let compilation = compiler::compile_with(&sources, &bundle, compile_options);
     let mut diagnostics = bundle.diagnostics.clone();
     diagnostics.extend(compilation.diagnostics.iter().cloned());
     // Lints judge what the tables will enforce; with errors in the inputs that is not
@@ -360,23 +382,25 @@ fn lint(
 
 fn run_trace(
     inputs: &[PathBuf],
-    from: &str,
-    to: &str,
-    protocol: &str,
-    port: Option<u16>,
+    (from, to, protocol, port): (&str, &str, &str, Option<u16>),
     json: bool,
+    options: &compiler::Options,
 ) -> anyhow::Result<ExitCode> {
     let (sources, bundle) = front_end(inputs)?;
     if bundle.has_errors() {
         report(&sources, &bundle.diagnostics);
         anyhow::bail!("the inputs have errors; fix them before tracing");
     }
-    let compilation = compiler::compile(&sources, &bundle);
+    let compilation = compiler::compile_with(&sources, &bundle, options);
     let proto = trace::parse_protocol(protocol)?;
     let from = trace::resolve(from, &bundle).context("resolving --from")?;
     let to = trace::resolve(to, &bundle).context("resolving --to")?;
     let query = trace::Query { from, to, proto, port };
-    let agree = trace::trace(&bundle, &compilation, &query, json)?;
+    let reference = compiler::reference::Options {
+        ipblock_matches_pods: options.ipblock_matches_pods,
+        enforcement: options.enforcement,
+    };
+    let agree = trace::trace(&bundle, &compilation, &query, reference, json)?;
     Ok(if agree { ExitCode::SUCCESS } else { ExitCode::from(3) })
 }
 

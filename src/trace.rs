@@ -110,12 +110,13 @@ pub fn trace(
     bundle: &Bundle,
     compilation: &compiler::Compilation,
     query: &Query,
+    reference_options: compiler::reference::Options,
     json_output: bool,
 ) -> anyhow::Result<bool> {
     let Query { from, to, proto, port } = query;
     let (proto, port) = (*proto, *port);
     let artifact = &compilation.artifact;
-    let reference = Reference::new(bundle, &compilation.analysis);
+    let reference = Reference::new(bundle, &compilation.analysis).with_options(reference_options);
     let flow = Flow { src: from.address, dst: to.address, proto, port };
     let verdict = reference.evaluate(&flow);
     let ip = |a: Address| match a {
@@ -228,6 +229,9 @@ fn verdict_text(v: &Verdict, artifact: &Artifact) -> String {
                 .into()
         }
         Verdict::NotIsolated => "allowed: no policy isolates this direction".into(),
+        Verdict::DefaultDeny { isolating } if isolating.is_empty() => {
+            "denied: enforcement is `always` and no rule allows it".into()
+        }
         Verdict::DefaultDeny { isolating } => {
             format!("denied: isolated by {} and no rule allows it", isolating.join(", "))
         }
