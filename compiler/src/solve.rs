@@ -44,8 +44,10 @@ pub struct Analysis {
     pub policies: Vec<Policy>,
     /// Rule cookies of each policy's rules, parallel to `policies[i].rules`.
     pub cookies: Vec<Vec<u32>>,
-    /// Per rule cookie: the flow patterns it contributed, and the indexes (into the
-    /// artifact's sorted endpoints) of the endpoints it applied to.
+    /// Per rule cookie: the flow patterns it contributed, and the classes of endpoints
+    /// it applied to. A class is a set of endpoints that every policy selects alike
+    /// (one identity, the same container ports), so comparing two rules' class sets
+    /// compares the endpoints they apply to.
     pub rule_flows: BTreeMap<u32, (BTreeSet<Pattern>, BTreeSet<usize>)>,
     /// Endpoint labels (pod labels plus namespace labels), by artifact endpoint index.
     pub endpoint_labels: Vec<Labels>,
@@ -87,10 +89,11 @@ pub struct Options {
 }
 
 /// How many entries each datapath map may hold. The defaults are the capacities the
-/// datapath object is built with; lower limits leave headroom for growth.
+/// datapath object is built with; lower limits leave headroom for growth. The endpoints
+/// map is not checked here: it holds a node's own endpoints only, a subset of the
+/// artifact's, and the node runtime checks it when it binds them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Capacity {
-    pub endpoints: usize,
     pub ipcache: usize,
     pub policy: usize,
 }
@@ -98,7 +101,6 @@ pub struct Capacity {
 impl Default for Capacity {
     fn default() -> Self {
         Capacity {
-            endpoints: datapath::capacity::ENDPOINTS as usize,
             ipcache: datapath::capacity::IPCACHE as usize,
             policy: datapath::capacity::POLICY as usize,
         }
@@ -339,6 +341,17 @@ pub fn compile_with(sources: &Sources, bundle: &Bundle, options: &Options) -> Co
     let mut artifact = Artifact::default();
     let endpoint_ids = endpoint_ids(&endpoints);
     for (index, ep) in endpoints.iter().enumerate() {
+        let ports: Vec<(Option<String>, u16, u8)> =
+            ep.pod.ports.iter().map(|p| (p.name.clone(), p.port, p.protocol.number())).collect();
+        let class = (ep.identity, ports);
+        // An endpoint like one already solved has its tables, and nothing to add to
+        // what lints know: no selector is evaluated again for it.
+        if let Some(ids) = classes.get(&class) {
+            let ids = *ids;
+            push_endpoint(&mut artifact, ep, endpoint_ids[index], ids);
+            continue;
+        }
+        let class_index = classes.len();
         let mut selecting: Vec<usize> = by_namespace
             .get(ep.pod.meta.namespace.as_str())
             .into_iter()
@@ -348,23 +361,6 @@ pub fn compile_with(sources: &Sources, bundle: &Bundle, options: &Options) -> Co
             .filter(|&i| policies[i].subject.matches(&ep.labels))
             .collect();
         selecting.sort_unstable();
-        let ports: Vec<(Option<String>, u16, u8)> =
-            ep.pod.ports.iter().map(|p| (p.name.clone(), p.port, p.protocol.number())).collect();
-        let class = (ep.identity, ports);
-        if let Some(ids) = classes.get(&class) {
-            // Same tables as an endpoint already solved; lints still learn which rules
-            // apply here.
-            for &pi in &selecting {
-                for &cookie in &cookies[pi] {
-                    if let Some(flows) = rule_flows.get_mut(&cookie) {
-                        flows.1.insert(index);
-                    }
-                }
-            }
-            let ids = *ids;
-            push_endpoint(&mut artifact, ep, endpoint_ids[index], ids);
-            continue;
-        }
         let mut table_ids = [0u32; 2];
         for (slot, direction) in [Direction::Ingress, Direction::Egress].into_iter().enumerate() {
             let isolated = match options.enforcement {
@@ -391,7 +387,7 @@ pub fn compile_with(sources: &Sources, bundle: &Bundle, options: &Options) -> Co
                         );
                         let flows = rule_flows.entry(cookie).or_default();
                         flows.0.extend(entries[before..].iter().map(|e| e.pattern));
-                        flows.1.insert(index);
+                        flows.1.insert(class_index);
                     }
                 }
             }
@@ -548,7 +544,6 @@ fn check_capacity(artifact: &Artifact, capacity: &Capacity, diagnostics: &mut Ve
             capacity.ipcache,
             "pod addresses and CIDR prefixes".into(),
         ),
-        ("endpoints", artifact.endpoints.len(), capacity.endpoints, "one per pod".into()),
     ];
     for (map, used, limit, cost) in checks {
         if used > limit {
