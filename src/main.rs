@@ -334,7 +334,11 @@ fn compile(
                 .filter(|e| e.ingress_table == table || e.egress_table == table)
                 .map(|e| e.name.as_str())
                 .collect();
-            writeln!(out, "  table {table}: {n} entries, used by {}", users.join(", "))?;
+            // A table shared by thousands of pods names a few and counts the rest.
+            let shown = users.iter().take(3).copied().collect::<Vec<_>>().join(", ");
+            let more = users.len().saturating_sub(3);
+            let rest = if more > 0 { format!(" and {more} more") } else { String::new() };
+            writeln!(out, "  table {table}: {n} entries, used by {shown}{rest}")?;
         }
     }
     Ok(ExitCode::SUCCESS)
