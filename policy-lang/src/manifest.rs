@@ -173,10 +173,12 @@ fn decode_object(doc: &Node, bundle: &mut Bundle) {
     let group = api_version.value.rsplit_once('/').map_or("", |(g, _)| g);
     match (group, kind.value.as_str()) {
         (_, "List") => {
-            if let Some(items) = doc.get("items") {
-                for item in r.list(items, "items").to_vec() {
-                    decode_object(&item, bundle);
-                }
+            let items: &[Node] = match doc.get("items") {
+                Some(items) => r.list(items, "items"),
+                None => &[],
+            };
+            for item in items {
+                decode_object(item, bundle);
             }
         }
         (_, list) if TYPED_LISTS.contains(&list) => {
@@ -188,9 +190,15 @@ fn decode_object(doc: &Node, bundle: &mut Bundle) {
             };
             let item_version =
                 Node { kind: NodeKind::Str(api_version.value.clone()), span: api_version.span };
-            if let Some(items) = doc.get("items") {
-                for item in r.list(items, "items").to_vec() {
-                    decode_object(&with_type_meta(item, &item_version, &item_kind), bundle);
+            let items: &[Node] = match doc.get("items") {
+                Some(items) => r.list(items, "items"),
+                None => &[],
+            };
+            for item in items {
+                if item.get("apiVersion").is_some() && item.get("kind").is_some() {
+                    decode_object(item, bundle);
+                } else {
+                    decode_object(&with_type_meta(item.clone(), &item_version, &item_kind), bundle);
                 }
             }
         }

@@ -77,9 +77,14 @@ impl Artifact {
         self.endpoints.iter().find(|e| e.name == name)
     }
 
-    /// The rule with this cookie.
+    /// The rule with this cookie. Rules are kept sorted by cookie (see [`Self::normalize`]),
+    /// so this is a binary search; an artifact built by hand in another order is still
+    /// answered, by a scan.
     pub fn rule(&self, cookie: u32) -> Option<&RuleRecord> {
-        self.rules.iter().find(|r| r.cookie == cookie)
+        match self.rules.binary_search_by_key(&cookie, |r| r.cookie) {
+            Ok(i) => Some(&self.rules[i]),
+            Err(_) => self.rules.iter().find(|r| r.cookie == cookie),
+        }
     }
 
     /// Sorts every list into its canonical order.
