@@ -183,6 +183,8 @@ pub fn parse_documents(text: &str, file: FileId) -> Result<Vec<Node>, Diagnostic
             max_depth: 32,
             max_nodes: 50_000_000,
             max_events: 100_000_000,
+            // Helm and kustomize render whole charts into one multi-document stream.
+            max_documents: 1_000_000,
         },
         alias_limits: serde_saphyr::alias_limits! {
             max_total_replayed_events: 100_000,
@@ -214,6 +216,8 @@ fn describe(err: &serde_saphyr::Error) -> String {
     }
     let limit = if message.contains("Depth") {
         "the document nests deeper than 32 levels"
+    } else if message.contains("Documents") {
+        "the file has too many documents"
     } else if message.contains("Nodes") || message.contains("Events") {
         "the document has too many nodes"
     } else if message.contains("lias") || message.contains("eplay") {
@@ -236,4 +240,29 @@ fn first_line(message: &str) -> String {
         line = after;
     }
     line.trim_end_matches('.').to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rendered_chart_of_thousands_of_documents_is_read_whole() {
+        let text: String =
+            (0..3000).map(|i| format!("---\nkind: Pod\nmetadata:\n  name: p{i}\n")).collect();
+        let docs = parse_documents(&text, FileId(0)).expect("many documents parse");
+        assert_eq!(docs.len(), 3000);
+        assert_eq!(
+            docs[2999].get("metadata").and_then(|m| m.get("name")).unwrap().span.line,
+            12000
+        );
+    }
+
+    #[test]
+    fn nesting_beyond_the_depth_budget_is_a_diagnostic() {
+        let text = format!("a: {}1{}\n", "[".repeat(40), "]".repeat(40));
+        let diag = parse_documents(&text, FileId(0)).unwrap_err();
+        assert_eq!(diag.code.code, "PL0001");
+        assert!(diag.message.contains("deeper than 32"), "{}", diag.message);
+    }
 }
