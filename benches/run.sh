@@ -59,14 +59,16 @@ measure() {
 # Median of one field ($1: 1 wall, 2 RSS, 4 CPU) of the measure lines.
 median() { sort -n -k"$1","$1" | awk -v f="$1" '{ v[NR] = $f } END { print v[int((NR + 1) / 2)] }'; }
 
-# Runs a configuration $reps times (stopping at a failure); prints the medians as
+# Runs a configuration $reps times (stopping at a timeout or crash); prints the medians as
 # "wall rss status runs cpu".
 repeat() {
     local results=() line
     for ((i = 0; i < reps; i++)); do
         line=$(measure "$@")
         results+=("$line")
-        [[ $(cut -d' ' -f3 <<<"$line") == 0 ]] || break
+        # Exit 1 is a compile that finished and refused its result (a capacity error,
+        # say): its time still counts. A timeout or a crash is not repeated.
+        [[ $(cut -d' ' -f3 <<<"$line") =~ ^[01]$ ]] || break
     done
     local walls rss cpu status
     walls=$(printf '%s\n' "${results[@]}" | median 1)
@@ -91,7 +93,7 @@ for dir in "$work"/shapes/*/; do
            result="$result, $(stat -c %s "$work/$name.pmap") bytes" ;;
         124|137) result="timeout after ${timeout_s}s (RSS when killed)" ;;
         134) result="aborted: memory cap ${mem_mb} MB reached" ;;
-        *) result="exit $c_status: $(tail -n 1 "$work/stderr")" ;;
+        *) result="exit $c_status: $(grep -m1 '^error' "$work/stderr" | cut -c1-90)" ;;
     esac
     ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1f", a / b; else print "-" }'; }
     echo "| $name | $input_mb | $b_wall | $b_rss | $c_wall | $c_cpu | $c_rss | $(ratio "$c_wall" "$b_wall") | $(ratio "$c_rss" "$b_rss") | $c_runs | $result |"

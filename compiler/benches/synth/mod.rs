@@ -101,7 +101,11 @@ struct Addresses {
 impl Addresses {
     fn new(rng: &mut Rng) -> Addresses {
         // An odd stride is coprime with 2^24, so the walk visits every address once.
-        Addresses { offset: rng.below(1 << 24) as u32, stride: (rng.below(1 << 23) as u32) * 2 + 1, next: 0 }
+        Addresses {
+            offset: rng.below(1 << 24) as u32,
+            stride: (rng.below(1 << 23) as u32) * 2 + 1,
+            next: 0,
+        }
     }
 
     fn next(&mut self) -> String {
@@ -114,17 +118,60 @@ impl Addresses {
 fn namespace_doc(out: &mut String, name: &str) {
     let _ = write!(
         out,
-        "---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n  labels:\n    app: {name}\n"
+        concat!(
+            "---\n",
+            "apiVersion: v1\n",
+            "kind: Namespace\n",
+            "metadata:\n",
+            "  name: {name}\n",
+            "  labels:\n",
+            "    app: {name}\n",
+        ),
+        name = name,
     );
 }
 
-fn pod_doc(out: &mut String, rng: &mut Rng, namespace: &str, name: &str, app: (&str, &str), ip: &str) {
+fn pod_doc(
+    out: &mut String,
+    rng: &mut Rng,
+    namespace: &str,
+    name: &str,
+    app: (&str, &str),
+    ip: &str,
+) {
     let (key, value) = app;
-    let hash = rng.suffix(10);
-    let node = rng.below(1000);
     let _ = write!(
         out,
-        "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {namespace}\n  labels:\n    {key}: {value}\n    pod-template-hash: {hash}\nspec:\n  nodeName: node-{node}\n  containers:\n    - name: app\n      image: registry.example/app:1.0\n      ports:\n        - name: http\n          containerPort: 8080\nstatus:\n  podIP: {ip}\n  podIPs:\n    - ip: {ip}\n"
+        concat!(
+            "---\n",
+            "apiVersion: v1\n",
+            "kind: Pod\n",
+            "metadata:\n",
+            "  name: {name}\n",
+            "  namespace: {namespace}\n",
+            "  labels:\n",
+            "    {key}: {value}\n",
+            "    pod-template-hash: {hash}\n",
+            "spec:\n",
+            "  nodeName: node-{node}\n",
+            "  containers:\n",
+            "    - name: app\n",
+            "      image: registry.example/app:1.0\n",
+            "      ports:\n",
+            "        - name: http\n",
+            "          containerPort: 8080\n",
+            "status:\n",
+            "  podIP: {ip}\n",
+            "  podIPs:\n",
+            "    - ip: {ip}\n",
+        ),
+        name = name,
+        namespace = namespace,
+        key = key,
+        value = value,
+        hash = rng.suffix(10),
+        node = rng.below(1000),
+        ip = ip,
     );
 }
 
@@ -138,10 +185,7 @@ fn policy_doc(
     peer: Option<(&str, &str)>,
     port: Option<u16>,
 ) {
-    let _ = write!(
-        out,
-        "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: {name}\n  namespace: {namespace}\nspec:\n"
-    );
+    policy_header(out, namespace, name);
     match subject {
         Some((k, v)) => {
             let _ = write!(out, "  podSelector:\n    matchLabels:\n      {k}: {v}\n");
@@ -150,11 +194,39 @@ fn policy_doc(
     }
     out.push_str("  policyTypes: [Ingress, Egress]\n");
     if let Some((k, v)) = peer {
-        let _ = write!(out, "  ingress:\n    - from:\n        - podSelector:\n            matchLabels:\n              {k}: {v}\n");
+        let _ = write!(
+            out,
+            concat!(
+                "  ingress:\n",
+                "    - from:\n",
+                "        - podSelector:\n",
+                "            matchLabels:\n",
+                "              {k}: {v}\n",
+            ),
+            k = k,
+            v = v,
+        );
         if let Some(port) = port {
             let _ = write!(out, "      ports:\n        - protocol: TCP\n          port: {port}\n");
         }
     }
+}
+
+fn policy_header(out: &mut String, namespace: &str, name: &str) {
+    let _ = write!(
+        out,
+        concat!(
+            "---\n",
+            "apiVersion: networking.k8s.io/v1\n",
+            "kind: NetworkPolicy\n",
+            "metadata:\n",
+            "  name: {name}\n",
+            "  namespace: {namespace}\n",
+            "spec:\n",
+        ),
+        name = name,
+        namespace = namespace,
+    );
 }
 
 fn select_all(rng: &mut Rng, pods: usize, policies: usize) -> Vec<File> {
@@ -186,9 +258,10 @@ fn small_namespaces(rng: &mut Rng, count: usize, changed: Option<usize>) -> Vec<
     for n in 0..count {
         let ns = format!("ns-{n:05}-{}", rng.suffix(8));
         namespace_doc(&mut namespaces, &ns);
-        for (i, app) in [("app-1", "scale-1"), ("app-1", "scale-1"), ("app-2", "scale-2"), ("app-2", "scale-2")]
-            .into_iter()
-            .enumerate()
+        for (i, app) in
+            [("app-1", "scale-1"), ("app-1", "scale-1"), ("app-2", "scale-2"), ("app-2", "scale-2")]
+                .into_iter()
+                .enumerate()
         {
             pod_doc(&mut pods, rng, &ns, &format!("pod{}", i + 1), app, &addresses.next());
         }
@@ -244,25 +317,34 @@ fn cidr(rng: &mut Rng, rules: usize, pods: usize) -> Vec<File> {
     let mut addresses = Addresses::new(rng);
     let mut pod_text = String::new();
     for i in 0..pods {
-        pod_doc(&mut pod_text, rng, ns, &format!("client-{i}"), ("app", "client"), &addresses.next());
+        pod_doc(
+            &mut pod_text,
+            rng,
+            ns,
+            &format!("client-{i}"),
+            ("app", "client"),
+            &addresses.next(),
+        );
     }
 
     let mut policies = String::with_capacity(rules * 200);
     for (p, chunk) in (0..rules).collect::<Vec<_>>().chunks(10).enumerate() {
-        let _ = write!(
-            policies,
-            "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: egress-{p:04}\n  namespace: {ns}\nspec:\n  podSelector:\n    matchLabels:\n      app: client\n  policyTypes: [Egress]\n  egress:\n"
-        );
+        policy_header(&mut policies, ns, &format!("egress-{p:04}"));
+        policies.push_str("  podSelector:\n    matchLabels:\n      app: client\n");
+        policies.push_str("  policyTypes: [Egress]\n  egress:\n");
         for _ in chunk {
             let (addr, len) = random_prefix(rng);
             let [a, b, c, d] = addr;
-            let _ = write!(policies, "    - to:\n        - ipBlock:\n            cidr: {a}.{b}.{c}.{d}/{len}\n");
+            let _ = write!(
+                policies,
+                "    - to:\n        - ipBlock:\n            cidr: {a}.{b}.{c}.{d}/{len}\n"
+            );
             // One rule in five carves a hole out of a prefix of /28 or shorter.
             if len <= 28 && rng.below(5) == 0 {
                 let sub = len + 1 + rng.below(u64::from(32 - len).min(8)) as u8;
                 let inner = u32::from_be_bytes(addr) | (rng.next_u64() as u32 & (u32::MAX >> len));
                 let [a, b, c, d] = mask(inner, sub).to_be_bytes();
-                let _ = write!(policies, "            except: [{a}.{b}.{c}.{d}/{sub}]\n");
+                let _ = writeln!(policies, "            except: [{a}.{b}.{c}.{d}/{sub}]");
             }
             // Ports as allow lists carry them: one or two of a handful of services.
             let ports: &[u16] = match rng.below(4) {
@@ -281,11 +363,9 @@ fn cidr(rng: &mut Rng, rules: usize, pods: usize) -> Vec<File> {
     files(namespaces, pod_text, policies)
 }
 
-/// Each kind in one file, wrapped in a `List` as `kubectl get -A -o yaml` writes it.
-///
-/// A `List` is also what keeps a large export readable at all: the YAML front end
-/// refuses a file of more than 1,024 `---` documents (serde-saphyr's default document
-/// budget, which `policy_lang::yaml::parse_documents` does not raise), see BENCHMARKS.md.
+/// Each kind in one file, wrapped in a `List` as `kubectl get -A -o yaml` writes it. (It
+/// also kept the inputs readable by front ends before c42573a, which refused a file of
+/// more than 1,024 `---` documents.)
 fn files(namespaces: String, pods: String, policies: String) -> Vec<File> {
     vec![
         File { name: "namespaces.yaml".into(), text: as_list(&namespaces) },
