@@ -9,8 +9,8 @@
 use crate::ast::{Protocol, Sp};
 use crate::ast_cilium::{CiliumPort, CiliumPortSpec, IcmpFamily, IcmpMatch};
 use crate::codes;
-use crate::netpol;
 use crate::diagnostic::Diagnostic;
+use crate::netpol;
 use crate::reader::Reader;
 use crate::yaml::{Node, NodeKind};
 
