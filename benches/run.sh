@@ -33,7 +33,7 @@ bench=$(cargo bench --quiet -p policyc-compiler --bench compile --no-run --messa
     | grep -o '"executable":"[^"]*"' | tail -n 1 | cut -d'"' -f4)
 [[ -x "$bench" ]] || { echo "could not find the compile bench binary" >&2; exit 2; }
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/policyc-bench.XXXXXX")
+work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 "$bench" --write-shapes "$work/shapes" --scale "$scale" >/dev/null
 

@@ -96,6 +96,22 @@ pub fn endpoint_labels(
     out
 }
 
+/// The endpoint labels of a pod, given every namespace's labels. A pod without a
+/// service account runs as `default`, as Kubernetes defaults it.
+pub fn pod_endpoint_labels(
+    pod: &policy_lang::ast::Pod,
+    namespaces: &BTreeMap<String, Labels>,
+) -> Labels {
+    let namespace = &pod.meta.namespace;
+    let no_labels = Labels::new();
+    endpoint_labels(
+        &pod.meta.labels,
+        namespace,
+        namespaces.get(namespace).unwrap_or(&no_labels),
+        pod.service_account.as_ref().map_or("default", |sa| sa.value.as_str()),
+    )
+}
+
 /// The identity labels of an endpoint: the labels that count by default, plus every
 /// key some selector reads. Keeping the selected keys makes selection by identity exact:
 /// two pods that differ in a label a policy reads never share an identity, even when

@@ -150,12 +150,7 @@ impl<'a> Reference<'a> {
             .filter(|pod| !pod.host_network)
             .map(|pod| Endpoint {
                 name: format!("{}/{}", pod.meta.namespace, pod.meta.name.value),
-                labels: identity::endpoint_labels(
-                    &pod.meta.labels,
-                    &pod.meta.namespace,
-                    &namespaces[&pod.meta.namespace],
-                    pod.service_account.as_ref().map_or("default", |sa| sa.value.as_str()),
-                ),
+                labels: identity::pod_endpoint_labels(pod, &namespaces),
                 addresses: pod.ips.iter().map(|ip| ip.value).collect(),
                 ports: pod.ports.clone(),
             })

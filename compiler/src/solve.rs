@@ -147,12 +147,7 @@ pub fn compile_with(sources: &Sources, bundle: &Bundle, options: &Options) -> Co
         .map(|pod| Endpoint {
             pod,
             name: format!("{}/{}", pod.meta.namespace, pod.meta.name.value),
-            labels: identity::endpoint_labels(
-                &pod.meta.labels,
-                &pod.meta.namespace,
-                &namespaces[&pod.meta.namespace],
-                pod.service_account.as_ref().map_or("default", |sa| sa.value.as_str()),
-            ),
+            labels: identity::pod_endpoint_labels(pod, &namespaces),
             identity: 0,
         })
         .collect();
