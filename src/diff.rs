@@ -220,7 +220,7 @@ fn policy_key_text(key: &datapath::PolicyKey) -> String {
         132 => "SCTP".into(),
         n => n.to_string(),
     };
-    let port = if key.has_port != 0 { key.port.to_string() } else { "any".into() };
+    let port = key.port_text();
     let identity = if key.identity == 0 { "any".into() } else { key.identity.to_string() };
     format!("table {} from {identity} {proto}/{port}", key.table)
 }
@@ -345,7 +345,8 @@ fn policy_key_json(key: &datapath::PolicyKey) -> Value {
         "table": key.table,
         "identity": key.identity,
         "proto": key.proto,
-        "port": if key.has_port != 0 { Some(key.port) } else { None },
+        "port": key.port_range().map(|r| r.0),
+        "end_port": key.port_range().map(|r| r.1),
     })
 }
 

@@ -50,7 +50,7 @@ impl fmt::Display for Case {
     }
 }
 
-const CASES: [Case; 7] = [
+const CASES: [Case; 11] = [
     Case {
         from: CLIENT,
         to: WEB,
@@ -64,6 +64,34 @@ const CASES: [Case; 7] = [
         probe: Probe::Tcp(9090),
         allowed: false,
         why: "web-ingress allows only TCP 8080 and UDP 5353",
+    },
+    Case {
+        from: CLIENT,
+        to: WEB,
+        probe: Probe::Tcp(30000),
+        allowed: true,
+        why: "web-ingress allows TCP 30000-32767; 30000 is the first port of its first block",
+    },
+    Case {
+        from: CLIENT,
+        to: WEB,
+        probe: Probe::Tcp(32767),
+        allowed: true,
+        why: "web-ingress allows TCP 30000-32767; 32767 is the last port of its last block",
+    },
+    Case {
+        from: CLIENT,
+        to: WEB,
+        probe: Probe::Tcp(29999),
+        allowed: false,
+        why: "29999 is just below the range",
+    },
+    Case {
+        from: CLIENT,
+        to: WEB,
+        probe: Probe::Tcp(32768),
+        allowed: false,
+        why: "32768 is just above the range",
     },
     Case {
         from: CLIENT,
@@ -170,7 +198,7 @@ fn enforces_the_e2e_fixture_on_veth_pods() {
     let out = topology.policyc_node(&["uninstall"]);
     assert!(out.status.success(), "policyc-node uninstall failed: {}", text(&out));
     assert!(!topology.pin_dir.exists(), "uninstall must remove {}", topology.pin_dir.display());
-    let blocked_before = &CASES[5];
+    let blocked_before = &CASES[9];
     if let Err(e) =
         check(pod(blocked_before.from), pod(blocked_before.to), blocked_before.probe, true)
     {
@@ -191,11 +219,14 @@ fn refuses_a_pinned_map_of_another_layout(topology: &Topology, apply_args: &[&st
     let out = topology.policyc_node(apply_args);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "apply must refuse a mismatched pinned map: {}", text(&out));
-    for expected in [
-        "pinned map policyc_endpoints",
-        "hash (key 4 bytes, value 8 bytes, 16 entries",
-        "hash (key 4 bytes, value 16 bytes, 4096 entries",
-    ] {
+    let ours = format!(
+        "hash (key 4 bytes, value {} bytes, {} entries",
+        size_of::<datapath::EndpointInfo>(),
+        datapath::capacity::ENDPOINTS
+    );
+    for expected in
+        ["pinned map policyc_endpoints", "hash (key 4 bytes, value 8 bytes, 16 entries", &ours]
+    {
         assert!(stderr.contains(expected), "the error must say {expected:?}: {stderr}");
     }
     let links = std::fs::read_dir(topology.pin_dir.join("links")).map_or(0, Iterator::count);
@@ -257,7 +288,7 @@ fn repairs_drift(topology: &Topology, artifact: &Artifact, apply_args: &[&str]) 
         table: web.ingress_table,
         identity: client.identity,
         proto: 6,
-        has_port: 1,
+        port_bits: 16,
         port,
     };
     let value = |verdict, rule| PolicyValue { verdict, pad: [0; 3], rule };

@@ -12,7 +12,8 @@
  *   3. IPv4 and its first L4 bytes are parsed; IPv6 and fragments are dropped for now.
  *   4. Conntrack: a reply to a flow this endpoint allowed in the other direction passes.
  *   5. Policy: the peer's identity comes from the ipcache, then the first policy entry
- *      present in a fixed order of six keys decides. An allowed packet opens a flow.
+ *      present in a fixed order of keys decides (policyc_maps.h). An allowed packet
+ *      opens a flow.
  *
  * Every step returns either POLICYC_CONTINUE or a reason from policyc_maps.h, and the
  * reason leaves through one exit that counts it and turns its sign into a tc action. The
@@ -353,7 +354,7 @@ static __always_inline __u32 peer_identity(__be32 addr)
 }
 
 static __always_inline struct policy_value *policy_entry(__u32 table, __u32 identity, __u8 proto,
-                                                         __u8 has_port, __u16 port)
+                                                         __u8 port_bits, __u16 port)
 {
 	struct policy_key key;
 
@@ -361,24 +362,36 @@ static __always_inline struct policy_value *policy_entry(__u32 table, __u32 iden
 	key.table = table;
 	key.identity = identity;
 	key.proto = proto;
-	key.has_port = has_port;
+	key.port_bits = port_bits;
 	key.port = port;
 	return bpf_map_lookup_elem(&policyc_policy, &key);
 }
 
 /*
- * The three keys of one identity, most specific first. A packet without a port (neither
- * TCP, UDP nor ICMP) cannot match a port entry, so that key is not looked up for it.
+ * The keys of one identity, most specific first: the port blocks that contain the packet's
+ * port, from one port (16 bits) to half of all ports (1 bit), then every port of the
+ * protocol, then every protocol. Only the block sizes the table holds (port_bits, a bit
+ * per size) are looked up, so a table of single ports costs one lookup for them, as
+ * before ranges existed. A packet without a port (neither TCP, UDP, SCTP nor ICMP) cannot
+ * match a port entry, so no block is looked up for it.
  */
-static __always_inline struct policy_value *policy_for_identity(__u32 table, __u32 identity,
-                                                                const struct flow *flow)
+static __always_inline struct policy_value *
+policy_for_identity(__u32 table, __u32 port_bits, __u32 identity, const struct flow *flow)
 {
-	struct policy_value *value = NULL;
+	struct policy_value *value;
 
-	if (flow->has_port)
-		value = policy_entry(table, identity, flow->proto, 1, flow->policy_port);
-	if (!value)
-		value = policy_entry(table, identity, flow->proto, 0, 0);
+	if (flow->has_port) {
+#pragma unroll
+		for (int bits = POLICYC_PORT_BITS; bits > 0; bits--) {
+			if (!(port_bits & (1u << bits)))
+				continue;
+			value = policy_entry(table, identity, flow->proto, bits,
+			                     flow->policy_port & (__u16)(0xffffu << (16 - bits)));
+			if (value)
+				return value;
+		}
+	}
+	value = policy_entry(table, identity, flow->proto, 0, 0);
 	if (!value)
 		value = policy_entry(table, identity, 0, 0, 0);
 	return value;
@@ -394,6 +407,7 @@ static __always_inline int enforce_policy(const struct endpoint_info *ep, const 
 {
 	__u32 table = dir == POLICYC_DIR_INGRESS ? ep->ingress_table : ep->egress_table;
 	__u32 reply_table = dir == POLICYC_DIR_INGRESS ? ep->egress_table : ep->ingress_table;
+	__u32 port_bits = dir == POLICYC_DIR_INGRESS ? ep->ingress_port_bits : ep->egress_port_bits;
 	__be32 peer = dir == POLICYC_DIR_INGRESS ? flow->saddr : flow->daddr;
 	struct policy_value *value;
 	__u32 identity;
@@ -413,9 +427,9 @@ static __always_inline int enforce_policy(const struct endpoint_info *ep, const 
 	}
 
 	identity = peer_identity(peer);
-	value = policy_for_identity(table, identity, flow);
+	value = policy_for_identity(table, port_bits, identity, flow);
 	if (!value)
-		value = policy_for_identity(table, POLICYC_IDENTITY_ANY, flow);
+		value = policy_for_identity(table, port_bits, POLICYC_IDENTITY_ANY, flow);
 	if (!value)
 		return POLICYC_DROP_NO_POLICY;
 

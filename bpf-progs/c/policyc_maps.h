@@ -45,10 +45,12 @@
  * host-side interface the programs are attached to (u32).
  */
 struct endpoint_info {
-	__u32 endpoint_id;   /* the artifact's endpoint number, scopes conntrack */
-	__u32 identity;      /* security identity of the endpoint itself */
-	__u32 ingress_table; /* policy table for traffic to the endpoint; 0: not enforced */
-	__u32 egress_table;  /* policy table for traffic from the endpoint; 0: not enforced */
+	__u32 endpoint_id;       /* the artifact's endpoint number, scopes conntrack */
+	__u32 identity;          /* security identity of the endpoint itself */
+	__u32 ingress_table;     /* policy table for traffic to the endpoint; 0: not enforced */
+	__u32 egress_table;      /* policy table for traffic from the endpoint; 0: not enforced */
+	__u32 ingress_port_bits; /* bit n set: ingress_table has keys with port_bits n */
+	__u32 egress_port_bits;  /* bit n set: egress_table has keys with port_bits n */
 };
 
 /*
@@ -70,8 +72,12 @@ struct ipcache_value {
 /*
  * policy: hash map of verdicts. A packet is decided by the first entry present in
  * this fixed order of rank (most specific first):
- *   (table, identity, proto, port), (table, identity, proto, *), (table, identity, *, *),
- *   (table, any,      proto, port), (table, any,      proto, *), (table, any,      *, *)
+ *   (table, identity, proto, port/16) ... (table, identity, proto, port/1),
+ *   (table, identity, proto, *), (table, identity, *, *),
+ *   then the same with identity POLICYC_IDENTITY_ANY.
+ * port/n is the block of 2^(16-n) ports that share the top n bits of the packet's
+ * port: a port range is stored as the fewest such aligned blocks, and only the block
+ * sizes a table uses are looked up (endpoint_info.*_port_bits).
  * No entry present means drop. The compiler folds every precedence (deny over allow)
  * into the values, so the datapath never compares values; see
  * ARCHITECTURE.md ("Policy lookup and update ordering").
@@ -80,9 +86,12 @@ struct policy_key {
 	__u32 table;    /* policy table number, from endpoint_info */
 	__u32 identity; /* peer identity; POLICYC_IDENTITY_ANY for every peer */
 	__u8 proto;     /* IP protocol number; 0 for every protocol */
-	__u8 has_port;  /* 1 if port is significant, 0 for every port */
-	__u16 port;     /* host order: destination port, or ICMP type */
+	__u8 port_bits; /* 0: every port; 1-16: the top port_bits bits of port count */
+	__u16 port;     /* host order: destination port or ICMP type, low bits zero */
 };
+
+/* Most significant bits a policy key's port can have: one port, or one ICMP type. */
+#define POLICYC_PORT_BITS 16
 
 struct policy_value {
 	__u8 verdict; /* POLICYC_VERDICT_ALLOW or POLICYC_VERDICT_DENY */

@@ -52,6 +52,10 @@ pub struct EndpointInfo {
     pub identity: u32,
     pub ingress_table: u32,
     pub egress_table: u32,
+    /// Bit n set: `ingress_table` has keys with `port_bits` n (see [`port_bits_of`]).
+    pub ingress_port_bits: u32,
+    /// Bit n set: `egress_table` has keys with `port_bits` n.
+    pub egress_port_bits: u32,
 }
 
 #[repr(C)]
@@ -101,22 +105,72 @@ pub struct PolicyKey {
     pub table: u32,
     pub identity: u32,
     pub proto: u8,
-    pub has_port: u8,
+    /// 0: every port; 1 to [`PORT_BITS`]: the top `port_bits` bits of `port` count.
+    pub port_bits: u8,
+    /// Host order; the bits below `port_bits` are zero.
     pub port: u16,
 }
+
+/// `POLICYC_PORT_BITS`: a key of this many port bits names one port (or ICMP type).
+pub const PORT_BITS: u8 = 16;
 
 impl PolicyKey {
     /// Position of this key in the datapath's lookup order: 0 is tried first. The
     /// update planner writes in this order and deletes in the reverse one.
+    ///
+    /// Per identity (the peer's, then any) the order is: port blocks from 16 bits down
+    /// to 1, then every port of the protocol, then every protocol.
     pub fn rank(&self) -> u8 {
+        const SHAPES: u8 = PORT_BITS + 2;
         let any_identity = u8::from(self.identity == IDENTITY_ANY);
-        let shape = match (self.proto != 0, self.has_port != 0) {
-            (true, true) => 0,
-            (true, false) => 1,
-            _ => 2,
+        let shape = match (self.proto != 0, self.port_bits) {
+            (true, 0) => PORT_BITS,
+            (true, bits) => PORT_BITS - bits.min(PORT_BITS),
+            (false, _) => PORT_BITS + 1,
         };
-        any_identity * 3 + shape
+        any_identity * SHAPES + shape
     }
+}
+
+impl PolicyKey {
+    /// The ports (or ICMP types) the key stands for, first and last; `None` for every port.
+    pub fn port_range(&self) -> Option<(u16, u16)> {
+        if self.port_bits == 0 {
+            return None;
+        }
+        let host_bits = PORT_BITS - self.port_bits.min(PORT_BITS);
+        let span = ((1u32 << host_bits) - 1) as u16;
+        Some((self.port, self.port | span))
+    }
+
+    /// Whether the datapath can ever look this key up: at most [`PORT_BITS`] port
+    /// bits, the port's bits below them zero, and no port without a protocol.
+    pub fn is_well_formed(&self) -> bool {
+        if self.port_bits == 0 {
+            return self.port == 0;
+        }
+        let host_bits = u32::from(PORT_BITS.saturating_sub(self.port_bits));
+        self.port_bits <= PORT_BITS
+            && self.proto != 0
+            && u32::from(self.port) & ((1 << host_bits) - 1) == 0
+    }
+
+    /// `80`, `1024-2047` or `any`.
+    pub fn port_text(&self) -> String {
+        match self.port_range() {
+            None => "any".into(),
+            Some((first, last)) if first == last => first.to_string(),
+            Some((first, last)) => format!("{first}-{last}"),
+        }
+    }
+}
+
+/// The `*_port_bits` mask of [`EndpointInfo`] for a table holding these keys: bit n for
+/// every `port_bits` n among them, so the datapath looks up only block sizes that exist.
+pub fn port_bits_of<'a>(keys: impl IntoIterator<Item = &'a PolicyKey>) -> u32 {
+    keys.into_iter()
+        .filter(|k| k.port_bits != 0 && k.port_bits <= PORT_BITS)
+        .fold(0, |mask, k| mask | 1 << k.port_bits)
 }
 
 #[repr(C)]
@@ -284,24 +338,39 @@ mod tests {
     #[test]
     fn policy_key_rank_follows_the_datapath_lookup_order() {
         // The order in which policyc.bpf.c looks keys up for a TCP packet to port 80 from
-        // identity 300.
-        let key = |identity, proto, has_port, port| PolicyKey {
+        // identity 300: port blocks of 16 bits down to 1, every port, every protocol.
+        let key = |identity, proto, port_bits: u8, port: u16| PolicyKey {
             table: 1,
             identity,
             proto,
-            has_port,
+            port_bits,
             port,
         };
-        let lookup_order = [
-            key(300, 6, 1, 80),
-            key(300, 6, 0, 0),
-            key(300, 0, 0, 0),
-            key(IDENTITY_ANY, 6, 1, 80),
-            key(IDENTITY_ANY, 6, 0, 0),
-            key(IDENTITY_ANY, 0, 0, 0),
-        ];
+        let mut lookup_order = Vec::new();
+        for identity in [300, IDENTITY_ANY] {
+            for bits in (1..=PORT_BITS).rev() {
+                lookup_order.push(key(identity, 6, bits, 80 & (0xffff << (16 - bits))));
+            }
+            lookup_order.push(key(identity, 6, 0, 0));
+            lookup_order.push(key(identity, 0, 0, 0));
+        }
 
         let ranks: Vec<u8> = lookup_order.iter().map(PolicyKey::rank).collect();
-        assert_eq!(ranks, [0, 1, 2, 3, 4, 5]);
+        assert_eq!(ranks, (0..36).collect::<Vec<u8>>());
+    }
+
+    #[test]
+    fn port_bits_mask_names_each_block_size_once() {
+        let key = |port_bits, port| PolicyKey { table: 1, identity: 0, proto: 6, port_bits, port };
+        let keys = [key(16, 80), key(16, 443), key(6, 1024), key(0, 0)];
+
+        assert_eq!(port_bits_of(&keys), 1 << 16 | 1 << 6);
+        assert_eq!(port_bits_of(&[]), 0);
+        assert_eq!(keys.map(|k| k.port_text()), ["80", "443", "1024-2047", "any"]);
+        assert!(keys.iter().all(PolicyKey::is_well_formed));
+        assert!(!key(6, 1025).is_well_formed(), "bits below the block");
+        assert!(!key(17, 0).is_well_formed(), "more bits than a port has");
+        assert!(!key(0, 80).is_well_formed(), "a port in an every-port key");
+        assert_eq!(port_bits_of(&[key(17, 0)]), 0, "ignored, not shifted out of range");
     }
 }

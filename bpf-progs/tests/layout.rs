@@ -225,7 +225,14 @@ macro_rules! layout_test {
 layout_test!(
     endpoint_info_mirror_matches_btf,
     "endpoint_info",
-    EndpointInfo { endpoint_id, identity, ingress_table, egress_table }
+    EndpointInfo {
+        endpoint_id,
+        identity,
+        ingress_table,
+        egress_table,
+        ingress_port_bits,
+        egress_port_bits
+    }
 );
 layout_test!(
     ipcache_key_mirror_matches_btf,
@@ -236,7 +243,7 @@ layout_test!(ipcache_value_mirror_matches_btf, "ipcache_value", IpcacheValue { i
 layout_test!(
     policy_key_mirror_matches_btf,
     "policy_key",
-    PolicyKey { table, identity, proto, has_port, port }
+    PolicyKey { table, identity, proto, port_bits, port }
 );
 layout_test!(policy_value_mirror_matches_btf, "policy_value", PolicyValue { verdict, pad, rule });
 layout_test!(
@@ -328,6 +335,7 @@ fn rust_constants() -> BTreeMap<String, i64> {
         ("POLICYC_IDENTITY_ANY", i64::from(IDENTITY_ANY)),
         ("POLICYC_IDENTITY_WORLD", i64::from(IDENTITY_WORLD)),
         ("POLICYC_RULE_NONE", i64::from(RULE_NONE)),
+        ("POLICYC_PORT_BITS", i64::from(PORT_BITS)),
     ]
     .into_iter()
     .map(|(name, value)| (name.to_owned(), value))
@@ -365,6 +373,7 @@ fn header_families_verdicts_directions_and_identities_equal_rust_constants() {
         "POLICYC_DIR_",
         "POLICYC_IDENTITY_",
         "POLICYC_RULE_",
+        "POLICYC_PORT_",
     ]);
 
     assert_eq!(header, rust_constants());

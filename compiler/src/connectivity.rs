@@ -46,6 +46,7 @@ pub use groups::{Group, Grouping};
 
 use crate::artifact::{Artifact, EndpointRecord};
 use crate::simulate;
+use crate::tables::PortBlock;
 
 /// A protocol as connectivity reports it. The order is the report's order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -349,10 +350,11 @@ fn classes(artifact: &Artifact) -> Vec<Class> {
             continue;
         }
         numbers.insert(key.proto);
-        if key.has_port != 0 {
+        if key.port_bits != 0 {
+            let block = PortBlock { base: key.port, bits: key.port_bits };
             let cut = cuts.entry(key.proto).or_default();
-            cut.insert(u32::from(key.port));
-            cut.insert(u32::from(key.port) + 1);
+            cut.insert(u32::from(block.first()));
+            cut.insert(u32::from(block.last()) + 1);
         }
     }
 

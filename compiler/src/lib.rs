@@ -21,6 +21,4 @@ pub mod simulate;
 mod solve;
 pub mod tables;
 
-pub use solve::{
-    Analysis, Capacity, Compilation, MAX_EXPANDED_RANGE, Options, Stats, compile, compile_with,
-};
+pub use solve::{Analysis, Capacity, Compilation, Options, Stats, compile, compile_with};

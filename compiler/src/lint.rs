@@ -205,7 +205,11 @@ fn verb(action: Action) -> &'static str {
 fn covers(a: &Pattern, b: &Pattern) -> bool {
     (a.identity == 0 || a.identity == b.identity)
         && (a.proto == 0 || a.proto == b.proto)
-        && (a.port.is_none() || a.port == b.port)
+        && match (a.port, b.port) {
+            (None, _) => true,
+            (Some(a), Some(b)) => a.contains(&b),
+            (Some(_), None) => false,
+        }
 }
 
 /// An egress-isolated pod that cannot reach DNS: UDP/53 to the cluster DNS pods (pods

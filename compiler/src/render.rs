@@ -76,7 +76,7 @@ pub fn render(artifact: &Artifact) -> String {
     }
     let _ = writeln!(out, "\npolicy ({}):", artifact.policy.len());
     for (key, value) in &artifact.policy {
-        let port = if key.has_port == 1 { key.port.to_string() } else { "any".into() };
+        let port = key.port_text();
         let verdict = if value.verdict == datapath::VERDICT_ALLOW { "allow" } else { "deny" };
         let rule = artifact
             .rule(value.rule)

@@ -4,9 +4,10 @@
 
 use std::net::IpAddr;
 
-use datapath::{IDENTITY_WORLD, PolicyKey, VERDICT_ALLOW};
+use datapath::{IDENTITY_WORLD, VERDICT_ALLOW};
 
 use crate::artifact::{Artifact, EndpointRecord};
+use crate::tables;
 
 /// The datapath's decision for one direction at one endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,15 +65,8 @@ pub fn decide(
         return Decision::NotEnforced;
     }
     let identity = identity_of(artifact, peer);
-    let mut candidates = Vec::with_capacity(6);
-    for id in [identity, datapath::IDENTITY_ANY] {
-        if let Some(port) = port {
-            candidates.push(PolicyKey { table, identity: id, proto, has_port: 1, port });
-        }
-        candidates.push(PolicyKey { table, identity: id, proto, has_port: 0, port: 0 });
-        candidates.push(PolicyKey { table, identity: id, proto: 0, has_port: 0, port: 0 });
-    }
-    for key in candidates {
+    for pattern in tables::candidates(identity, proto, port) {
+        let key = pattern.key(table);
         if let Ok(i) = artifact.policy.binary_search_by(|(k, _)| k.cmp(&key)) {
             let value = artifact.policy[i].1;
             return if value.verdict == VERDICT_ALLOW {

@@ -11,13 +11,9 @@ use sha2::{Digest, Sha256};
 use crate::artifact::{Artifact, EndpointRecord, IdentityRecord, RuleRecord};
 use crate::codes;
 use crate::identity::{self, Allocator, FIRST_CIDR_IDENTITY, reserved};
-use crate::ir::{Action, Enforcement, Entity, Peer, Policy, PortMatch, PortSpec, Rule};
-use crate::tables::{self, Entry, Pattern, Verdict};
+use crate::ir::{Action, Enforcement, Entity, Peer, Policy, PortSpec, Rule};
+use crate::tables::{self, Entry, Pattern, PortBlock, Verdict};
 use crate::{lower, lower_cilium};
-
-/// Port ranges are written as one exact key per port until the datapath has range
-/// lookups; wider ranges are refused rather than silently truncated.
-pub const MAX_EXPANDED_RANGE: u32 = 256;
 
 /// Identity labels that record how a pod resolves a port name egress rules use.
 const PORT_LABEL_PREFIX: &str = "policyc.port.";
@@ -378,7 +374,6 @@ pub fn compile_with(sources: &Sources, bundle: &Bundle, options: &Options) -> Co
                             ep,
                             cookie,
                             &mut entries,
-                            &mut diagnostics,
                         );
                         let flows = rule_flows.entry(cookie).or_default();
                         flows.0.extend(entries[before..].iter().map(|e| e.pattern));
@@ -595,7 +590,7 @@ fn table_ids(tables: &BTreeMap<tables::Table, u32>) -> BTreeMap<u32, u32> {
                 let fields = [
                     u64::from(key.identity),
                     u64::from(key.proto),
-                    u64::from(key.has_port),
+                    u64::from(key.port_bits),
                     u64::from(key.port),
                     u64::from(value.verdict),
                     u64::from(value.rule),
@@ -707,7 +702,6 @@ struct Context<'a> {
 
 impl Context<'_> {
     /// The entries one rule contributes to the table of `subject`.
-    #[expect(clippy::too_many_arguments, reason = "one call site; a struct would only rename them")]
     fn rule_entries(
         &self,
         rule: &Rule,
@@ -716,7 +710,6 @@ impl Context<'_> {
         subject: &Endpoint<'_>,
         cookie: u32,
         out: &mut Vec<Entry>,
-        diagnostics: &mut Vec<Diagnostic>,
     ) {
         let verdict = match rule.action {
             Action::Allow => Verdict::Allow,
@@ -730,7 +723,7 @@ impl Context<'_> {
             Some(set) => set.iter().copied().collect(),
             None => vec![reserved::ANY],
         };
-        let mut push = |identity: u32, proto: u8, port: Option<u16>| {
+        let mut push = |identity: u32, proto: u8, port: Option<PortBlock>| {
             out.push(Entry { pattern: Pattern { identity, proto, port }, verdict, cookie });
         };
         if rule.ports.is_empty() {
@@ -749,20 +742,22 @@ impl Context<'_> {
                 for &proto in &protos {
                     match &port.port {
                         PortSpec::Any => push(identity, proto, None),
-                        PortSpec::IcmpType(t) => push(identity, proto, Some(u16::from(*t))),
-                        PortSpec::Range(start, end) => {
-                            if !range_fits(*start, *end, port, diagnostics) {
-                                continue;
-                            }
-                            for number in *start..=*end {
-                                push(identity, proto, Some(number));
-                            }
+                        PortSpec::IcmpType(t) => {
+                            push(identity, proto, Some(PortBlock::single(u16::from(*t))))
                         }
+                        PortSpec::Range(start, end) => match PortBlock::cover(*start, *end) {
+                            Some(blocks) => {
+                                for block in blocks {
+                                    push(identity, proto, Some(block));
+                                }
+                            }
+                            None => push(identity, proto, None),
+                        },
                         PortSpec::Named(name) => {
                             for (identity, number) in
                                 self.resolve_name(name, proto, direction, subject, identity)
                             {
-                                push(identity, proto, Some(number));
+                                push(identity, proto, Some(PortBlock::single(number)));
                             }
                         }
                     }
@@ -868,22 +863,6 @@ impl Context<'_> {
             Entity::All => vec![reserved::ANY],
         }
     }
-}
-
-fn range_fits(start: u16, end: u16, port: &PortMatch, diagnostics: &mut Vec<Diagnostic>) -> bool {
-    let width = u32::from(end) - u32::from(start) + 1;
-    if width <= MAX_EXPANDED_RANGE {
-        return true;
-    }
-    let diag = Diagnostic::new(codes::RANGE_TOO_WIDE, format!("port range {start}-{end} spans {width} ports"))
-        .at(port.span, "range not compiled")
-        .help(format!(
-            "ranges of more than {MAX_EXPANDED_RANGE} ports are not supported yet; split the rule or list the ports"
-        ));
-    if !diagnostics.contains(&diag) {
-        diagnostics.push(diag);
-    }
-    false
 }
 
 fn address_bytes(ip: IpAddr) -> (u8, [u8; 16], u32) {

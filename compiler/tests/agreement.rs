@@ -32,8 +32,9 @@ const BLOCKS: [(&str, &[&str]); 7] = [
 ];
 /// Addresses of no pod, inside and outside the blocks above.
 const EXTERNAL: [&str; 5] = ["192.0.2.1", "192.0.2.200", "203.0.113.9", "10.9.9.9", "10.0.1.99"];
-/// Probed ports: the numbers policies and named ports use.
-const PORTS: [u16; 4] = [80, 81, 53, 8080];
+/// Probed ports: the numbers policies and named ports use, and the edges of the ranges
+/// the generator writes (which compile to aligned port blocks of many sizes).
+const PORTS: [u16; 9] = [80, 81, 53, 8080, 1000, 1023, 1024, 2024, 40080];
 
 #[derive(Clone, Debug)]
 struct Cluster {
@@ -144,8 +145,11 @@ fn peer() -> impl Strategy<Value = Peer> {
 
 fn port() -> impl Strategy<Value = Port> {
     let value = prop_oneof![
-        (prop::sample::select(&[79u16, 80, 81, 53][..]), prop::option::of(0u16..3))
-            .prop_map(|(p, width)| PortValue::Number(p, width.map(|w| p + w))),
+        (
+            prop::sample::select(&[79u16, 80, 81, 53, 1000, 1023][..]),
+            prop::option::of(prop::sample::select(&[0u16, 1, 2, 24, 1000, 1001, 40000][..]))
+        )
+            .prop_map(|(p, width)| PortValue::Number(p, width.map(|w| p.saturating_add(w)))),
         prop::sample::select(&PORT_NAMES[..]).prop_map(PortValue::Name),
     ];
     (prop::option::of(prop::sample::select(&PROTOCOLS[..])), prop::option::of(value))

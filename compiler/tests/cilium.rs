@@ -320,8 +320,11 @@ spec:
     let bundle = policy_lang::load_sources(&sources);
     let a = compile_bundle(&sources, &bundle);
     // One wildcard entry for TCP/80 rather than one per identity.
-    let port_80: Vec<_> =
-        a.policy.iter().filter(|(k, _)| k.has_port == 1 && k.port == 80 && k.proto == 6).collect();
+    let port_80: Vec<_> = a
+        .policy
+        .iter()
+        .filter(|(k, _)| k.port_bits == 16 && k.port == 80 && k.proto == 6)
+        .collect();
     assert_eq!(port_80.len(), 1, "{port_80:?}");
     assert_eq!(port_80[0].0.identity, 0);
 }

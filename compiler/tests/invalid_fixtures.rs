@@ -1,7 +1,7 @@
 //! The fixtures of `fixtures/invalid` run through the whole pipeline of `policyc lint`:
 //! front end, compiler, then lints when the front end found no error. Each must produce exactly the codes of its first line,
 //! `# expect: PL0022`. policy-lang's own test checks the front end alone; this one is
-//! where the compiler's codes (PL0022, PL0023, PL0031, PL02xx, PL0300) are checked.
+//! where the compiler's codes (PL0022, PL0031, PL02xx, PL0300) are checked.
 //!
 //! An optional second line `# options: ...` gives the `policyc` flags a fixture needs:
 //! `--warn-unisolated` (lint), `--max-policy-entries N` or `--max-ipcache-entries N`

@@ -4,7 +4,9 @@
 //! `policy_lang::codes`, stating the registered severity. The section's examples are
 //! checked too: a block fenced as ```` ```yaml bad ```` must make the front end report
 //! exactly that code, and one fenced as ```` ```yaml fixed ```` must make it report
-//! nothing, so the documentation cannot drift from what the code does.
+//! nothing, so the documentation cannot drift from what the code does. A retired code
+//! (`codes::RETIRED`) keeps its section, which says `**Retired.**` and has no bad example,
+//! since nothing reports it any more.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -111,8 +113,19 @@ fn code_sections(doc: &str) -> Vec<(Section, String, String)> {
         .collect()
 }
 
+/// Every code, reported or retired, in code order.
+fn registry() -> Vec<&'static Code> {
+    let mut all: Vec<&'static Code> = codes::ALL.iter().chain(codes::RETIRED).collect();
+    all.sort_by_key(|c| c.code);
+    all
+}
+
 fn registered(code: &str) -> Option<&'static Code> {
-    codes::ALL.iter().find(|c| c.code == code)
+    registry().into_iter().find(|c| c.code == code)
+}
+
+fn is_retired(code: &str) -> bool {
+    codes::RETIRED.iter().any(|c| c.code == code)
 }
 
 /// The codes the front end reports for one example.
@@ -126,7 +139,7 @@ fn front_end_codes(code: &str, text: &str) -> BTreeSet<&'static str> {
 fn every_registered_code_has_a_heading_with_its_title() {
     let sections = code_sections(&doc());
     let mut failures = Vec::new();
-    for code in codes::ALL {
+    for code in registry() {
         match sections.iter().find(|(_, c, _)| c == code.code) {
             None => failures.push(format!("{0}: no `## {0}: {1}` heading", code.code, code.title)),
             Some((section, _, title)) if title != code.title => failures.push(format!(
@@ -158,7 +171,7 @@ fn every_code_heading_names_a_registered_code_once() {
 fn code_sections_follow_the_registry_order() {
     let documented: Vec<String> = code_sections(&doc()).into_iter().map(|(_, c, _)| c).collect();
     let registry: Vec<String> =
-        codes::ALL.iter().map(|c| c.code.to_owned()).filter(|c| documented.contains(c)).collect();
+        registry().iter().map(|c| c.code.to_owned()).filter(|c| documented.contains(c)).collect();
     assert_eq!(documented, registry, "docs/diagnostics.md lists codes out of registry order");
 }
 
@@ -180,6 +193,14 @@ fn bad_examples_produce_exactly_their_code_and_fixed_ones_nothing() {
     let mut failures = Vec::new();
     for (section, code, _) in code_sections(&doc()) {
         let bad = section.examples("bad");
+        if is_retired(&code) {
+            if !bad.is_empty() || !section.body.contains("**Retired.**") {
+                failures.push(format!(
+                    "{code}: a retired code says `**Retired.**` and has no bad example"
+                ));
+            }
+            continue;
+        }
         if bad.is_empty() && !NOT_WRITABLE_AS_AN_EXAMPLE.contains(&code.as_str()) {
             failures.push(format!("{code}: no ```yaml bad example"));
         }

@@ -111,6 +111,8 @@ pub fn resolve(
                 identity: record.identity,
                 ingress_table: record.ingress_table,
                 egress_table: record.egress_table,
+                ingress_port_bits: artifact.port_bits(record.ingress_table),
+                egress_port_bits: artifact.port_bits(record.egress_table),
             },
         });
     }
@@ -224,7 +226,7 @@ mod tests {
         assert_eq!(bound[0].info.endpoint_id, 1);
         assert_eq!(
             bound[1].info,
-            EndpointInfo { endpoint_id: 2, identity: 257, ingress_table: 1, egress_table: 0 }
+            EndpointInfo { endpoint_id: 2, identity: 257, ingress_table: 1, ..Default::default() }
         );
     }
 

@@ -381,7 +381,7 @@ mod tests {
     fn status_merges_endpoint_entries_and_link_pins_by_interface() {
         let mut maps = FakeMaps::default();
         let info =
-            EndpointInfo { endpoint_id: 1, identity: 256, ingress_table: 3, egress_table: 0 };
+            EndpointInfo { endpoint_id: 1, identity: 256, ingress_table: 3, ..Default::default() };
         maps.state.endpoints.insert(7, info);
         maps.state.endpoints.insert(8, info);
         maps.metrics = vec![(Reason::DropNoPolicy, MetricsValue { packets: 4, bytes: 240 })];

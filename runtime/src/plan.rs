@@ -2,8 +2,8 @@
 //! desired ones, in an order that never lets a packet see a verdict that is neither the
 //! old nor the new one (for the flows the argument covers, below).
 //!
-//! The datapath decides a packet by the first entry present among six policy keys of a
-//! fixed rank ([`PolicyKey::rank`]) and finds the peer's identity by longest prefix. For
+//! The datapath decides a packet by the first entry present among its policy keys, in a
+//! fixed order of rank ([`PolicyKey::rank`]), and finds the peer's identity by longest prefix. For
 //! such lookups, writing every new or changed entry most specific first, then deleting
 //! every stale entry least specific first, keeps each lookup at its old or its new result
 //! after every single operation (see the update-ordering design note for the proof).

@@ -13,7 +13,7 @@ fn policy_key(table: u32, identity: u32, proto: u8, port: Option<u16>) -> Policy
         table,
         identity,
         proto,
-        has_port: u8::from(port.is_some()),
+        port_bits: if port.is_some() { datapath::PORT_BITS } else { 0 },
         port: port.unwrap_or(0),
     }
 }
@@ -33,7 +33,16 @@ fn identity(id: u32) -> IpcacheValue {
 }
 
 fn endpoint(id: u32, ingress_table: u32, egress_table: u32) -> EndpointInfo {
-    EndpointInfo { endpoint_id: id, identity: 300 + id, ingress_table, egress_table }
+    // Every port key these tests write names one port (16 bits).
+    let exact_ports = 1 << datapath::PORT_BITS;
+    EndpointInfo {
+        endpoint_id: id,
+        identity: 300 + id,
+        ingress_table,
+        egress_table,
+        ingress_port_bits: if ingress_table == 0 { 0 } else { exact_ports },
+        egress_port_bits: if egress_table == 0 { 0 } else { exact_ports },
+    }
 }
 
 /// What `apply` does to the maps, without the interface links.
@@ -465,6 +474,6 @@ fn simulator_follows_the_datapath_lookup_order() {
     strict.policy.remove(&policy_key(10, IDENTITY_ANY, 0, None));
     assert_eq!(judge(&strict, &flow(client, 6, Some(22))), Verdict::NoPolicy);
     // 198.18.0.99 falls in the /16 (identity 258), 203.0.113.1 in no prefix (world).
-    assert_eq!(resolve(&node, &flow([198, 18, 0, 99], 6, None)), Ok((10, 258)));
-    assert_eq!(resolve(&node, &flow([203, 0, 113, 1], 6, None)), Ok((10, IDENTITY_WORLD)));
+    assert_eq!(resolve(&node, &flow([198, 18, 0, 99], 6, None)), Ok((10, 1 << 16, 258)));
+    assert_eq!(resolve(&node, &flow([203, 0, 113, 1], 6, None)), Ok((10, 1 << 16, IDENTITY_WORLD)));
 }

@@ -118,28 +118,33 @@ pub(crate) enum Verdict {
     NoPolicy,
 }
 
-/// The table and peer identity a flow is judged with, or the verdict that comes first.
-pub(crate) fn resolve(state: &MapState, flow: &Flow) -> Result<(u32, u32), Verdict> {
+/// The table, its port block sizes and the peer identity a flow is judged with, or the
+/// verdict that comes first.
+pub(crate) fn resolve(state: &MapState, flow: &Flow) -> Result<(u32, u32, u32), Verdict> {
     let Some(ep) = state.endpoints.get(&flow.ifindex) else {
         return Err(Verdict::NoEndpoint);
     };
-    let table = if flow.dir == DIR_INGRESS { ep.ingress_table } else { ep.egress_table };
+    let (table, port_bits) = if flow.dir == DIR_INGRESS {
+        (ep.ingress_table, ep.ingress_port_bits)
+    } else {
+        (ep.egress_table, ep.egress_port_bits)
+    };
     if table == 0 {
         return Err(Verdict::NotEnforced);
     }
-    Ok((table, peer_identity(state, flow.peer)))
+    Ok((table, port_bits, peer_identity(state, flow.peer)))
 }
 
 /// The datapath's decision for `flow` given the maps in `state`: endpoint, table,
-/// ipcache longest prefix (else world), then the first of six policy keys present.
+/// ipcache longest prefix (else world), then the first policy key present.
 pub(crate) fn judge(state: &MapState, flow: &Flow) -> Verdict {
-    let (table, identity) = match resolve(state, flow) {
+    let (table, port_bits, identity) = match resolve(state, flow) {
         Ok(found) => found,
         Err(verdict) => return verdict,
     };
     let entry = [identity, IDENTITY_ANY]
         .into_iter()
-        .find_map(|identity| policy_for_identity(state, table, identity, flow));
+        .find_map(|identity| policy_for_identity(state, table, port_bits, identity, flow));
     match entry {
         None => Verdict::NoPolicy,
         Some(v) if v.verdict == VERDICT_ALLOW => Verdict::Allow { rule: v.rule },
@@ -147,20 +152,24 @@ pub(crate) fn judge(state: &MapState, flow: &Flow) -> Verdict {
     }
 }
 
-/// The three keys of one identity, most specific first, as `policy_for_identity()` of
-/// the C program tries them.
+/// The keys of one identity, most specific first, as `policy_for_identity()` of the C
+/// program tries them: the port blocks of the sizes in `port_bits` holding the port,
+/// from one port up, then every port, then every protocol.
 fn policy_for_identity<'a>(
     state: &'a MapState,
     table: u32,
+    port_bits: u32,
     identity: u32,
     flow: &Flow,
 ) -> Option<&'a datapath::PolicyValue> {
-    let key = |proto, has_port, port| PolicyKey { table, identity, proto, has_port, port };
-    let with_port = flow.port.map(|port| key(flow.proto, 1, port));
-    [with_port, Some(key(flow.proto, 0, 0)), Some(key(0, 0, 0))]
-        .into_iter()
-        .flatten()
-        .find_map(|k| state.policy.get(&k))
+    let key = |proto, port_bits, port| PolicyKey { table, identity, proto, port_bits, port };
+    let blocks = flow.port.into_iter().flat_map(|port| {
+        (1..=datapath::PORT_BITS)
+            .rev()
+            .filter(move |bits| port_bits & (1 << bits) != 0)
+            .map(move |bits| key(flow.proto, bits, port & (u16::MAX << (16 - bits))))
+    });
+    blocks.chain([key(flow.proto, 0, 0), key(0, 0, 0)]).find_map(|k| state.policy.get(&k))
 }
 
 /// Longest-prefix match over the IPv4 entries of the ipcache, else the world identity.

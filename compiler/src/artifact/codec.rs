@@ -14,7 +14,7 @@ use super::{Artifact, EndpointRecord, IdentityRecord, RuleRecord};
 /// First bytes of every artifact.
 pub const MAGIC: [u8; 8] = *b"PLCYMAP\0";
 /// The format version this build writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 
 const HEADER_LEN: usize = 8 + 2 + 2 + 8 + 32;
 const CHECKSUM_LEN: usize = 32;
@@ -106,7 +106,7 @@ impl Artifact {
                 w.u32(key.table);
                 w.u32(key.identity);
                 w.u8(key.proto);
-                w.u8(key.has_port);
+                w.u8(key.port_bits);
                 w.u16(key.port);
                 w.u8(value.verdict);
                 w.u32(value.rule);
@@ -228,9 +228,17 @@ impl Artifact {
                 table: body.u32("table")?,
                 identity: body.u32("identity")?,
                 proto: body.u8("protocol")?,
-                has_port: body.u8("has_port")?,
+                port_bits: body.u8("port_bits")?,
                 port: body.u16("port")?,
             };
+            // A key the datapath can never look up would be a dead entry, and a port_bits
+            // beyond 16 would make the endpoint's lookup mask meaningless: both refused.
+            if !key.is_well_formed() {
+                return Err(ArtifactError::Malformed(format!(
+                    "policy key proto {} port {} with {} port bits",
+                    key.proto, key.port, key.port_bits
+                )));
+            }
             let verdict = body.u8("verdict")?;
             if !matches!(verdict, datapath::VERDICT_ALLOW | datapath::VERDICT_DENY) {
                 return Err(ArtifactError::Malformed(format!("verdict {verdict}")));

@@ -87,6 +87,19 @@ impl Artifact {
         }
     }
 
+    /// The `*_port_bits` mask of the endpoints map for `table`: which port block sizes
+    /// its keys use, so that the datapath looks up only those (see
+    /// [`datapath::port_bits_of`]). Policy keys sort by table first, so the table's keys
+    /// are one run found by binary search; 0 for table 0 (not enforced).
+    pub fn port_bits(&self, table: u32) -> u32 {
+        if table == 0 {
+            return 0;
+        }
+        let start = self.policy.partition_point(|(k, _)| k.table < table);
+        let end = self.policy.partition_point(|(k, _)| k.table <= table);
+        datapath::port_bits_of(self.policy[start..end].iter().map(|(k, _)| k))
+    }
+
     /// Sorts every list into its canonical order.
     pub fn normalize(&mut self) {
         // Inner lists first: the outer order compares them.

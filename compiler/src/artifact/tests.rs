@@ -26,11 +26,11 @@ fn sample() -> Artifact {
         )],
         policy: vec![
             (
-                PolicyKey { table: 1, identity: 258, proto: 6, has_port: 1, port: 80 },
+                PolicyKey { table: 1, identity: 258, proto: 6, port_bits: 16, port: 80 },
                 PolicyValue { verdict: 1, pad: [0; 3], rule: 1 },
             ),
             (
-                PolicyKey { table: 1, identity: 0, proto: 0, has_port: 0, port: 0 },
+                PolicyKey { table: 1, identity: 0, proto: 0, port_bits: 0, port: 0 },
                 PolicyValue { verdict: 2, pad: [0; 3], rule: 2 },
             ),
         ],
