@@ -112,9 +112,14 @@ enum Command {
         /// Most policy entries allowed (default: the datapath map's capacity).
         #[arg(long)]
         max_policy_entries: Option<usize>,
-        /// Most address-table entries allowed (default: the map's capacity).
+        /// Most CIDR prefixes shorter than an address allowed (default: the ipcache
+        /// map's capacity).
         #[arg(long)]
         max_ipcache_entries: Option<usize>,
+        /// Most full-length addresses (pods, nodes, /32 and /128 CIDRs) allowed
+        /// (default: the hosts map's capacity).
+        #[arg(long)]
+        max_host_entries: Option<usize>,
         #[command(flatten)]
         semantics: Semantics,
     },
@@ -207,6 +212,7 @@ fn main() -> ExitCode {
             prune_retired,
             max_policy_entries,
             max_ipcache_entries,
+            max_host_entries,
             semantics,
         } => {
             let mut options = semantics.options();
@@ -215,6 +221,9 @@ fn main() -> ExitCode {
             }
             if let Some(n) = max_ipcache_entries {
                 options.capacity.ipcache = n;
+            }
+            if let Some(n) = max_host_entries {
+                options.capacity.hosts = n;
             }
             compile(&inputs, &output, stats, lock.as_deref(), prune_retired, options)
         }

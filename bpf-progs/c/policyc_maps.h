@@ -7,6 +7,15 @@
  * test, so a change here that is not mirrored fails `cargo test` without a kernel.
  * Every struct spells out its padding so that the compiler never inserts any, and so
  * that a zeroed key is a well-defined key.
+ *
+ * Generations. Every value the runtime rewrites on an update (endpoints, hosts, ipcache,
+ * policy) holds two copies, one per generation slot, and policyc_config.generation selects
+ * the live one (its lowest bit). An update writes the idle slot of every entry it changes,
+ * flips the generation with one aligned store, waits for the programs running at that
+ * moment to finish, then brings the retired slot level with the live one. A packet reads
+ * the generation once and then sees one complete state throughout, so every flow is judged
+ * by the old artifact or by the new one, never by a mix of the two (see ARCHITECTURE.md,
+ * "Updates").
  */
 #ifndef POLICYC_MAPS_H
 #define POLICYC_MAPS_H
@@ -14,11 +23,21 @@
 #include <linux/types.h>
 
 /* Capacities. Changing one changes the datapath ABI. */
-#define POLICYC_ENDPOINTS_MAX 4096
-#define POLICYC_IPCACHE_MAX 131072
+#define POLICYC_ENDPOINTS_MAX 1024
+#define POLICYC_HOSTS_MAX 131072
+#define POLICYC_IPCACHE_MAX 65536
 #define POLICYC_POLICY_MAX 524288
 #define POLICYC_CT_MAX 262144
-#define POLICYC_METRICS_MAX 64
+#define POLICYC_FRAGS_MAX 8192
+/* Counter slots per metrics row: room for every reason's absolute value. */
+#define POLICYC_REASONS_MAX 32
+/* One metrics row per endpoint slot: POLICYC_ENDPOINTS_MAX * POLICYC_REASONS_MAX. */
+#define POLICYC_METRICS_MAX 32768
+/* Bytes of the verdict event ring buffer (a power of two, a multiple of the page size). */
+#define POLICYC_EVENTS_MAX 1048576
+
+/* Copies of every updated value: one live, one being prepared or retired. */
+#define POLICYC_SLOTS 2
 
 /* Address families as stored in keys (not AF_*: these are stable on disk). */
 #define POLICYC_FAMILY_IPV4 4
@@ -28,7 +47,9 @@
  * enforced. The compiler numbers rules from 1. */
 #define POLICYC_RULE_NONE 0
 
-/* Verdicts stored in policy values. Zero is never stored: it means "no entry". */
+/* Verdicts stored in policy values. Zero means "no entry in this generation": the
+ * lookup goes on to the next key, as if the key were absent. */
+#define POLICYC_VERDICT_NONE 0
 #define POLICYC_VERDICT_ALLOW 1
 #define POLICYC_VERDICT_DENY 2
 
@@ -40,12 +61,31 @@
 #define POLICYC_IDENTITY_ANY 0
 #define POLICYC_IDENTITY_WORLD 2
 
+/* Most significant bits a policy key's port can have: one port, or one ICMP type. */
+#define POLICYC_PORT_BITS 16
+
+/*
+ * config: one entry (key 0), mapped into the runtime's memory (BPF_F_MMAPABLE) so that the
+ * generation flips with a single aligned 32-bit store that no reader can see torn.
+ */
+struct config {
+	__u32 generation;           /* lowest bit: the live slot; all of it: conntrack epoch */
+	__u32 flags;                /* POLICYC_CONFIG_* */
+	__u32 event_rate;           /* verdict events per second and CPU; 0: no events */
+	__u32 event_burst;          /* events a CPU may send at once after a quiet spell */
+	__u8 source_digest[32];     /* the live artifact's source digest, for status */
+	__u8 artifact_checksum[32]; /* the live artifact's checksum, for status */
+};
+
+/* config.flags: also send an event for every flow that policy newly allows. */
+#define POLICYC_CONFIG_EVENTS_ALLOWED 1
+
 /*
  * endpoints: which endpoint an interface belongs to. Key: the ifindex of the
  * host-side interface the programs are attached to (u32).
  */
-struct endpoint_info {
-	__u32 endpoint_id;       /* the artifact's endpoint number, scopes conntrack */
+struct endpoint_policy {
+	__u32 endpoint_id;       /* the artifact's endpoint number, scopes conntrack; 0: unbound */
 	__u32 identity;          /* security identity of the endpoint itself */
 	__u32 ingress_table;     /* policy table for traffic to the endpoint; 0: not enforced */
 	__u32 egress_table;      /* policy table for traffic from the endpoint; 0: not enforced */
@@ -53,9 +93,26 @@ struct endpoint_info {
 	__u32 egress_port_bits;  /* bit n set: egress_table has keys with port_bits n */
 };
 
+struct endpoint_info {
+	struct endpoint_policy slot[POLICYC_SLOTS]; /* indexed by config.generation & 1 */
+	__u32 metrics_row;                          /* this interface's row of policyc_metrics */
+	__u32 pad;                                  /* zero */
+};
+
 /*
- * ipcache: longest-prefix match from a peer address to its security identity.
- * Addresses not found belong to the world identity.
+ * hosts: exact addresses (a /32 or /128, such as a pod's) to security identities. Looked
+ * up before the ipcache: a full-length prefix is the longest match whenever it exists,
+ * and a hash lookup is several times cheaper than a trie walk at scale.
+ */
+struct host_key {
+	__u8 family;   /* POLICYC_FAMILY_IPV4 or POLICYC_FAMILY_IPV6 */
+	__u8 pad[3];   /* zero */
+	__u8 addr[16]; /* network order; IPv4 uses the first 4 bytes, the rest zero */
+};
+
+/*
+ * ipcache: longest-prefix match from a peer address to its security identity, for the
+ * prefixes shorter than an address. Addresses found in neither map belong to the world.
  */
 struct ipcache_key {
 	__u32 prefixlen; /* LPM length over the bytes below: 32 + address prefix bits */
@@ -64,9 +121,11 @@ struct ipcache_key {
 	__u8 addr[16];   /* network order; IPv4 uses the first 4 bytes, the rest zero */
 };
 
+/* The value of both hosts and ipcache. A prefix present in one generation only holds, in
+ * the other, the identity that generation's longest match gives its addresses, so the
+ * union of both generations' prefixes answers each generation exactly. */
 struct ipcache_value {
-	__u32 identity; /* security identity of the prefix */
-	__u32 flags;    /* reserved, zero */
+	__u32 identity[POLICYC_SLOTS]; /* security identity of the prefix, per generation */
 };
 
 /*
@@ -77,36 +136,39 @@ struct ipcache_value {
  *   then the same with identity POLICYC_IDENTITY_ANY.
  * port/n is the block of 2^(16-n) ports that share the top n bits of the packet's
  * port: a port range is stored as the fewest such aligned blocks, and only the block
- * sizes a table uses are looked up (endpoint_info.*_port_bits).
+ * sizes a table uses are looked up (endpoint_policy.*_port_bits).
  * No entry present means drop. The compiler folds every precedence (deny over allow)
  * into the values, so the datapath never compares values; see
- * ARCHITECTURE.md ("Policy lookup and update ordering").
+ * ARCHITECTURE.md ("Policy lookup").
  */
 struct policy_key {
-	__u32 table;    /* policy table number, from endpoint_info */
+	__u32 table;    /* policy table number, from endpoint_policy */
 	__u32 identity; /* peer identity; POLICYC_IDENTITY_ANY for every peer */
 	__u8 proto;     /* IP protocol number; 0 for every protocol */
 	__u8 port_bits; /* 0: every port; 1-16: the top port_bits bits of port count */
 	__u16 port;     /* host order: destination port or ICMP type, low bits zero */
 };
 
-/* Most significant bits a policy key's port can have: one port, or one ICMP type. */
-#define POLICYC_PORT_BITS 16
-
-struct policy_value {
-	__u8 verdict; /* POLICYC_VERDICT_ALLOW or POLICYC_VERDICT_DENY */
+struct policy_verdict {
+	__u8 verdict; /* POLICYC_VERDICT_*; NONE: no entry in this generation */
 	__u8 pad[3];  /* zero */
 	__u32 rule;   /* the artifact's rule cookie that decided, for events and trace */
 };
 
+struct policy_value {
+	struct policy_verdict slot[POLICYC_SLOTS]; /* indexed by config.generation & 1 */
+};
+
 /*
  * conntrack: flows this endpoint allowed, scoped by endpoint so that one endpoint's
- * allow never lets traffic through another endpoint's policy. The key is the tuple of
- * the packet that created the entry. For ICMP echo both ports hold the echo id, so the
- * reply's reversed tuple finds the request.
+ * allow never lets traffic through another endpoint's policy. A flow has two entries:
+ * its forward tuple (kind FORWARD), which caches the verdict for the generation that
+ * took it, and its reversed tuple (kind REPLY), which lets the replies through in the
+ * other direction. A packet looks up its own tuple once and finds either. For ICMP echo
+ * both ports hold the echo id, so the reply's tuple is the reversed request's.
  */
 struct ct_key {
-	__u32 endpoint_id; /* endpoint_info.endpoint_id */
+	__u32 endpoint_id; /* endpoint_policy.endpoint_id */
 	__u8 family;       /* POLICYC_FAMILY_IPV4 or POLICYC_FAMILY_IPV6 */
 	__u8 proto;        /* IP protocol number */
 	__u16 pad;         /* zero */
@@ -117,31 +179,114 @@ struct ct_key {
 };
 
 struct ct_value {
-	__u64 last_seen_ns; /* bpf_ktime_get_ns() of the last packet */
+	__u64 last_seen_ns; /* bpf_ktime_get_ns() of a recent packet (refreshed every second) */
 	__u32 rule;         /* rule cookie that allowed the flow */
-	__u8 direction;     /* POLICYC_DIR_* the flow was opened in */
-	__u8 pad[3];        /* zero */
+	__u32 generation;   /* config.generation when policy allowed the flow */
+	__u8 direction;     /* POLICYC_DIR_* in which packets of this tuple travel */
+	__u8 kind;          /* POLICYC_CT_FORWARD or POLICYC_CT_REPLY */
+	__u8 flags;         /* POLICYC_CT_F_* */
+	__u8 pad[5];        /* zero */
 };
+
+#define POLICYC_CT_FORWARD 1
+#define POLICYC_CT_REPLY 2
+
+/* ct_value.flags: a TCP FIN or RST was seen; the entry lives POLICYC_CT_CLOSING_NS. */
+#define POLICYC_CT_F_CLOSING 1
+
+/* How long an entry outlives its last packet (ns). As Cilium's defaults: TCP six hours,
+ * a closing TCP flow ten seconds, every other protocol a minute. */
+#define POLICYC_CT_TCP_NS 21600000000000
+#define POLICYC_CT_CLOSING_NS 10000000000
+#define POLICYC_CT_OTHER_NS 60000000000
+/* last_seen_ns is rewritten only when it is this much behind, to spare a cache line
+ * write per packet. */
+#define POLICYC_CT_REFRESH_NS 1000000000
+
+/*
+ * frags: the first fragments of IP packets this endpoint let through, so that the later
+ * fragments, which carry no ports, follow their verdict. Later fragments without a
+ * first one here (dropped, not seen yet, or expired) are dropped.
+ */
+struct frag_key {
+	__u32 endpoint_id; /* endpoint_policy.endpoint_id */
+	__u8 family;       /* POLICYC_FAMILY_IPV4 or POLICYC_FAMILY_IPV6 */
+	__u8 proto;        /* IP protocol number of the fragmented packet */
+	__u8 direction;    /* POLICYC_DIR_* */
+	__u8 pad;          /* zero */
+	__u32 id;          /* IPv4 identification or IPv6 fragment identification, host order */
+	__u8 saddr[16];    /* network order */
+	__u8 daddr[16];    /* network order */
+};
+
+struct frag_value {
+	__u64 first_seen_ns; /* bpf_ktime_get_ns() of the first fragment */
+	__u32 rule;          /* rule cookie that allowed the first fragment, or 0 */
+	__s32 reason;        /* the pass reason of the first fragment */
+};
+
+/* How long later fragments may follow their first (ns); Linux's ipfrag_time. */
+#define POLICYC_FRAG_NS 30000000000
 
 /*
  * Drop and pass reasons: stable numbers, never reused, mirrored in Rust
- * (datapath::Reason). Drops are negative. metrics is indexed by -reason for drops and
- * by the positive value for passes.
+ * (datapath::Reason). Drops are negative. A metrics row holds a counter per absolute
+ * value of a reason.
  */
 #define POLICYC_PASS_POLICY 1             /* allowed by a policy entry */
 #define POLICYC_PASS_REPLY 2              /* reply of a tracked flow */
 #define POLICYC_PASS_NOT_ENFORCED 3       /* direction not isolated for this endpoint */
 #define POLICYC_PASS_NOT_IP 4             /* ARP and other non-IP frames */
+#define POLICYC_PASS_ESTABLISHED 5        /* flow allowed earlier in this generation */
+#define POLICYC_PASS_RELATED 6            /* ICMP error about a tracked flow */
+#define POLICYC_PASS_FRAGMENT 7           /* later fragment of a first fragment let through */
+#define POLICYC_PASS_ICMPV6_LINK 8        /* IPv6 neighbour discovery or MLD */
 #define POLICYC_DROP_POLICY_DENY (-10)    /* a deny entry decided */
 #define POLICYC_DROP_NO_POLICY (-11)      /* no entry matched: default deny */
 #define POLICYC_DROP_NO_ENDPOINT (-12)    /* interface is not bound to an endpoint */
 #define POLICYC_DROP_MALFORMED (-13)      /* truncated or malformed header */
-#define POLICYC_DROP_UNSUPPORTED_L3 (-14) /* IP version the datapath does not enforce yet */
-#define POLICYC_DROP_FRAGMENT (-15)       /* IP fragment (not reassembled yet) */
+#define POLICYC_DROP_UNSUPPORTED_L3 (-14) /* IP header the datapath cannot follow */
+#define POLICYC_DROP_FRAGMENT (-15)       /* later fragment without a first one let through */
 
+/* One counter slot of a metrics row. */
 struct metrics_value {
 	__u64 packets;
 	__u64 bytes;
+};
+
+/*
+ * events: verdict events, sent for drops, and for newly allowed flows with
+ * POLICYC_CONFIG_EVENTS_ALLOWED, at most config.event_rate a second per CPU.
+ */
+struct event {
+	__u64 timestamp_ns;      /* bpf_ktime_get_ns() */
+	__u32 ifindex;           /* host-side interface */
+	__u32 endpoint_id;       /* 0 when the interface is not bound */
+	__u32 identity;          /* the endpoint's security identity */
+	__u32 peer_identity;     /* the peer's, when policy looked it up; else 0 */
+	__s32 reason;            /* POLICYC_PASS_* or POLICYC_DROP_* */
+	__u32 generation;        /* config.generation the packet was judged in */
+	struct policy_key entry; /* the deciding policy key; table 0 when none decided */
+	__u32 rule;              /* the deciding rule cookie, 0 when none */
+	__u32 length;            /* packet length in bytes */
+	__u8 direction;          /* POLICYC_DIR_* */
+	__u8 family;             /* POLICYC_FAMILY_*, 0 before the IP header was read */
+	__u8 proto;              /* IP protocol number */
+	__u8 pad;                /* zero */
+	__u16 sport;             /* host order; ICMP: 0 */
+	__u16 dport;             /* host order; ICMP: type */
+	__u8 saddr[16];          /* network order */
+	__u8 daddr[16];          /* network order */
+	__u32 pad2;              /* zero */
+};
+
+/* Per CPU: the event rate limiter's state and what became of the events. */
+struct event_state {
+	__u64 refilled_ns; /* when tokens were last topped up */
+	__u64 tokens;      /* events this CPU may still send now */
+	__u64 sent;        /* events written to the ring buffer */
+	__u64 suppressed;  /* events over the rate */
+	__u64 lost;        /* events the ring buffer had no room for */
 };
 
 #endif /* POLICYC_MAPS_H */

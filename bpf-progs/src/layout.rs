@@ -2,16 +2,27 @@
 
 /// Names of the maps in the object, as pinned in bpffs.
 pub mod map_names {
+    /// One [`super::Config`]: the live generation and event settings (mmapable array).
+    pub const CONFIG: &str = "policyc_config";
     /// ifindex -> [`super::EndpointInfo`].
     pub const ENDPOINTS: &str = "policyc_endpoints";
-    /// [`super::IpcacheKey`] -> [`super::IpcacheValue`] (LPM trie).
+    /// [`super::HostKey`] -> [`super::IpcacheValue`]: exact addresses.
+    pub const HOSTS: &str = "policyc_hosts";
+    /// [`super::IpcacheKey`] -> [`super::IpcacheValue`] (LPM trie): shorter prefixes.
     pub const IPCACHE: &str = "policyc_ipcache";
     /// [`super::PolicyKey`] -> [`super::PolicyValue`].
     pub const POLICY: &str = "policyc_policy";
     /// [`super::CtKey`] -> [`super::CtValue`] (LRU hash).
     pub const CONNTRACK: &str = "policyc_ct";
-    /// Per-CPU array of [`super::MetricsValue`], indexed by [`super::Reason::metrics_index`].
+    /// [`super::FragKey`] -> [`super::FragValue`] (LRU hash).
+    pub const FRAGS: &str = "policyc_frags";
+    /// Per-CPU array of [`super::MetricsValue`]: a row of [`super::capacity::REASONS`]
+    /// slots per endpoint slot, indexed by [`super::metrics_index`].
     pub const METRICS: &str = "policyc_metrics";
+    /// Ring buffer of [`super::Event`] records.
+    pub const EVENTS: &str = "policyc_events";
+    /// Per-CPU array of one [`super::EventState`].
+    pub const EVENTS_STATE: &str = "policyc_events_state";
 }
 
 /// Names of the programs in the object.
@@ -26,15 +37,25 @@ pub mod program_names {
 
 /// Map capacities (`POLICYC_*_MAX`).
 pub mod capacity {
-    pub const ENDPOINTS: u32 = 4096;
-    pub const IPCACHE: u32 = 131_072;
+    pub const ENDPOINTS: u32 = 1024;
+    pub const HOSTS: u32 = 131_072;
+    pub const IPCACHE: u32 = 65_536;
     pub const POLICY: u32 = 524_288;
     pub const CONNTRACK: u32 = 262_144;
-    pub const METRICS: u32 = 64;
+    pub const FRAGS: u32 = 8192;
+    /// Counter slots per metrics row.
+    pub const REASONS: u32 = 32;
+    pub const METRICS: u32 = 32_768;
+    /// Bytes of the event ring buffer.
+    pub const EVENTS: u32 = 1_048_576;
 }
+
+/// `POLICYC_SLOTS`: copies of every value the runtime updates, one per generation slot.
+pub const SLOTS: usize = 2;
 
 pub const FAMILY_IPV4: u8 = 4;
 pub const FAMILY_IPV6: u8 = 6;
+pub const VERDICT_NONE: u8 = 0;
 pub const VERDICT_ALLOW: u8 = 1;
 pub const VERDICT_DENY: u8 = 2;
 pub const DIR_INGRESS: u8 = 0;
@@ -44,10 +65,45 @@ pub const IDENTITY_WORLD: u32 = 2;
 /// Rule cookie of conntrack entries opened because a direction is not enforced.
 pub const RULE_NONE: u32 = 0;
 
-/// Value of the `policyc_endpoints` map, keyed by the host-side ifindex (`u32`).
+/// `config.flags`: also report every flow that policy newly allows.
+pub const CONFIG_EVENTS_ALLOWED: u32 = 1;
+
+/// `ct_value.kind`.
+pub const CT_FORWARD: u8 = 1;
+pub const CT_REPLY: u8 = 2;
+/// `ct_value.flags`: a TCP FIN or RST was seen.
+pub const CT_F_CLOSING: u8 = 1;
+/// Conntrack lifetimes after the last packet, in nanoseconds (`POLICYC_CT_*_NS`).
+pub const CT_TCP_NS: u64 = 21_600_000_000_000;
+pub const CT_CLOSING_NS: u64 = 10_000_000_000;
+pub const CT_OTHER_NS: u64 = 60_000_000_000;
+pub const CT_REFRESH_NS: u64 = 1_000_000_000;
+/// How long later fragments may follow their first, in nanoseconds.
+pub const FRAG_NS: u64 = 30_000_000_000;
+
+/// The slot of generation `generation` (`config.generation & 1`).
+pub fn slot_of(generation: u32) -> usize {
+    (generation & 1) as usize
+}
+
+/// Value of the `policyc_config` array (one entry, key 0).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Config {
+    /// Lowest bit: the live slot; all of it: the conntrack verdict epoch.
+    pub generation: u32,
+    pub flags: u32,
+    pub event_rate: u32,
+    pub event_burst: u32,
+    pub source_digest: [u8; 32],
+    pub artifact_checksum: [u8; 32],
+}
+
+/// What one generation says about an endpoint interface.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct EndpointInfo {
+pub struct EndpointPolicy {
+    /// 0: the interface is not bound in this generation.
     pub endpoint_id: u32,
     pub identity: u32,
     pub ingress_table: u32,
@@ -56,6 +112,45 @@ pub struct EndpointInfo {
     pub ingress_port_bits: u32,
     /// Bit n set: `egress_table` has keys with `port_bits` n.
     pub egress_port_bits: u32,
+}
+
+/// Value of the `policyc_endpoints` map, keyed by the host-side ifindex (`u32`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EndpointInfo {
+    /// Indexed by [`slot_of`] of the generation.
+    pub slot: [EndpointPolicy; SLOTS],
+    /// The interface's row of `policyc_metrics`; 0 counts unbound interfaces.
+    pub metrics_row: u32,
+    pub pad: u32,
+}
+
+/// Key of the `policyc_hosts` map: one full-length address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HostKey {
+    pub family: u8,
+    pub pad: [u8; 3],
+    pub addr: [u8; 16],
+}
+
+impl HostKey {
+    /// The key of a full-length ipcache prefix (a /32 or /128), or `None` for a shorter
+    /// one, which belongs in the LPM trie.
+    pub fn of_prefix(prefix: &IpcacheKey) -> Option<HostKey> {
+        let full = if prefix.family == FAMILY_IPV4 { 32 } else { 128 };
+        (prefix.prefix_bits() == full).then_some(HostKey {
+            family: prefix.family,
+            pad: [0; 3],
+            addr: prefix.addr,
+        })
+    }
+
+    /// The same address as a full-length ipcache prefix.
+    pub fn prefix(&self) -> IpcacheKey {
+        let full = if self.family == FAMILY_IPV4 { 32 } else { 128 };
+        IpcacheKey::new(self.family, self.addr, full)
+    }
 }
 
 #[repr(C)]
@@ -92,11 +187,12 @@ impl IpcacheKey {
     }
 }
 
+/// Value of `policyc_hosts` and `policyc_ipcache`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct IpcacheValue {
-    pub identity: u32,
-    pub flags: u32,
+    /// Security identity of the prefix, indexed by [`slot_of`] of the generation.
+    pub identity: [u32; SLOTS],
 }
 
 #[repr(C)]
@@ -173,12 +269,23 @@ pub fn port_bits_of<'a>(keys: impl IntoIterator<Item = &'a PolicyKey>) -> u32 {
         .fold(0, |mask, k| mask | 1 << k.port_bits)
 }
 
+/// One generation's verdict for a policy key: what an artifact holds per key.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PolicyValue {
+pub struct PolicyVerdict {
+    /// [`VERDICT_ALLOW`], [`VERDICT_DENY`], or [`VERDICT_NONE`]: no entry in this
+    /// generation (the datapath goes on to the next key).
     pub verdict: u8,
     pub pad: [u8; 3],
     pub rule: u32,
+}
+
+/// Value of the `policyc_policy` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PolicyValue {
+    /// Indexed by [`slot_of`] of the generation.
+    pub slot: [PolicyVerdict; SLOTS],
 }
 
 #[repr(C)]
@@ -199,8 +306,35 @@ pub struct CtKey {
 pub struct CtValue {
     pub last_seen_ns: u64,
     pub rule: u32,
+    /// `config.generation` when policy allowed the flow.
+    pub generation: u32,
     pub direction: u8,
-    pub pad: [u8; 3],
+    /// [`CT_FORWARD`] or [`CT_REPLY`].
+    pub kind: u8,
+    /// [`CT_F_CLOSING`].
+    pub flags: u8,
+    pub pad: [u8; 5],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FragKey {
+    pub endpoint_id: u32,
+    pub family: u8,
+    pub proto: u8,
+    pub direction: u8,
+    pub pad: u8,
+    pub id: u32,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FragValue {
+    pub first_seen_ns: u64,
+    pub rule: u32,
+    pub reason: i32,
 }
 
 #[repr(C)]
@@ -208,6 +342,61 @@ pub struct CtValue {
 pub struct MetricsValue {
     pub packets: u64,
     pub bytes: u64,
+}
+
+/// The index in `policyc_metrics` of `reason`'s counter in metrics row `row`.
+pub fn metrics_index(row: u32, reason: Reason) -> u32 {
+    row * capacity::REASONS + reason.metrics_index()
+}
+
+/// A record of the `policyc_events` ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Event {
+    pub timestamp_ns: u64,
+    pub ifindex: u32,
+    pub endpoint_id: u32,
+    pub identity: u32,
+    pub peer_identity: u32,
+    pub reason: i32,
+    pub generation: u32,
+    /// The deciding policy key; `table` 0 when no entry decided.
+    pub entry: PolicyKey,
+    pub rule: u32,
+    pub length: u32,
+    pub direction: u8,
+    pub family: u8,
+    pub proto: u8,
+    pub pad: u8,
+    pub sport: u16,
+    pub dport: u16,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    pub pad2: u32,
+}
+
+impl Event {
+    /// Reads a record as the ring buffer holds it; `None` if `bytes` is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Event> {
+        if bytes.len() < size_of::<Event>() {
+            return None;
+        }
+        // SAFETY: `Event` is repr(C) plain data (integers and byte arrays, padding spelled
+        // out), so every bit pattern of its size is a valid value; the read is unaligned
+        // because the ring buffer only promises 8-byte alignment of what it hands out.
+        Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Event>()) })
+    }
+}
+
+/// Value of the one-entry per-CPU `policyc_events_state` array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct EventState {
+    pub refilled_ns: u64,
+    pub tokens: u64,
+    pub sent: u64,
+    pub suppressed: u64,
+    pub lost: u64,
 }
 
 /// Why the datapath passed or dropped a packet (`POLICYC_PASS_*`, `POLICYC_DROP_*`).
@@ -219,6 +408,10 @@ pub enum Reason {
     PassReply = 2,
     PassNotEnforced = 3,
     PassNotIp = 4,
+    PassEstablished = 5,
+    PassRelated = 6,
+    PassFragment = 7,
+    PassIcmpv6Link = 8,
     DropPolicyDeny = -10,
     DropNoPolicy = -11,
     DropNoEndpoint = -12,
@@ -229,11 +422,15 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in code order.
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 14] = [
         Reason::PassPolicy,
         Reason::PassReply,
         Reason::PassNotEnforced,
         Reason::PassNotIp,
+        Reason::PassEstablished,
+        Reason::PassRelated,
+        Reason::PassFragment,
+        Reason::PassIcmpv6Link,
         Reason::DropPolicyDeny,
         Reason::DropNoPolicy,
         Reason::DropNoEndpoint,
@@ -242,6 +439,11 @@ impl Reason {
         Reason::DropFragment,
     ];
 
+    /// The reason of a code, as events carry it.
+    pub fn from_code(code: i32) -> Option<Reason> {
+        Reason::ALL.into_iter().find(|r| r.code() == code)
+    }
+
     /// The C macro that defines this reason.
     pub fn c_name(self) -> &'static str {
         match self {
@@ -249,12 +451,37 @@ impl Reason {
             Reason::PassReply => "POLICYC_PASS_REPLY",
             Reason::PassNotEnforced => "POLICYC_PASS_NOT_ENFORCED",
             Reason::PassNotIp => "POLICYC_PASS_NOT_IP",
+            Reason::PassEstablished => "POLICYC_PASS_ESTABLISHED",
+            Reason::PassRelated => "POLICYC_PASS_RELATED",
+            Reason::PassFragment => "POLICYC_PASS_FRAGMENT",
+            Reason::PassIcmpv6Link => "POLICYC_PASS_ICMPV6_LINK",
             Reason::DropPolicyDeny => "POLICYC_DROP_POLICY_DENY",
             Reason::DropNoPolicy => "POLICYC_DROP_NO_POLICY",
             Reason::DropNoEndpoint => "POLICYC_DROP_NO_ENDPOINT",
             Reason::DropMalformed => "POLICYC_DROP_MALFORMED",
             Reason::DropUnsupportedL3 => "POLICYC_DROP_UNSUPPORTED_L3",
             Reason::DropFragment => "POLICYC_DROP_FRAGMENT",
+        }
+    }
+
+    /// Lowercase words for logs and metrics labels, without the pass or drop prefix
+    /// (`Reason::is_drop` says which): `policy_deny`, `reply`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Reason::PassPolicy => "policy",
+            Reason::PassReply => "reply",
+            Reason::PassNotEnforced => "not_enforced",
+            Reason::PassNotIp => "not_ip",
+            Reason::PassEstablished => "established",
+            Reason::PassRelated => "related",
+            Reason::PassFragment => "fragment",
+            Reason::PassIcmpv6Link => "icmpv6_link",
+            Reason::DropPolicyDeny => "policy_deny",
+            Reason::DropNoPolicy => "no_policy",
+            Reason::DropNoEndpoint => "no_endpoint",
+            Reason::DropMalformed => "malformed",
+            Reason::DropUnsupportedL3 => "unsupported_l3",
+            Reason::DropFragment => "fragment",
         }
     }
 
@@ -276,10 +503,14 @@ impl Reason {
 mod pod {
     use super::*;
 
-    // SAFETY: every type here is `repr(C)`, made only of integers and byte arrays, with
-    // all padding spelled out as fields, so any bit pattern is a valid value and no
-    // uninitialised byte is ever copied to the kernel.
+    // SAFETY: every type here is `repr(C)`, made only of integers and byte arrays (or
+    // arrays of such structs), with all padding spelled out as fields, so any bit pattern
+    // is a valid value and no uninitialised byte is ever copied to the kernel.
+    unsafe impl aya::Pod for Config {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for EndpointInfo {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for HostKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for IpcacheKey {}
     // SAFETY: as above.
@@ -293,7 +524,13 @@ mod pod {
     // SAFETY: as above.
     unsafe impl aya::Pod for CtValue {}
     // SAFETY: as above.
+    unsafe impl aya::Pod for FragKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for FragValue {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for MetricsValue {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for EventState {}
 }
 
 #[cfg(test)]

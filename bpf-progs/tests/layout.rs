@@ -19,8 +19,9 @@ use object::{Object as _, ObjectSection as _};
 
 use btf::Btf;
 
-/// `BPF_F_NO_PREALLOC` from `include/uapi/linux/bpf.h`.
+/// `BPF_F_NO_PREALLOC` and `BPF_F_MMAPABLE` from `include/uapi/linux/bpf.h`.
 const BPF_F_NO_PREALLOC: u32 = 1;
+const BPF_F_MMAPABLE: u32 = 1 << 10;
 
 fn parsed_object() -> Object {
     Object::parse(datapath::OBJECT).expect("the committed object parses")
@@ -47,6 +48,7 @@ struct MapShape {
 }
 
 fn expected_maps() -> BTreeMap<&'static str, MapShape> {
+    use bpf_map_type::*;
     let shape = |map_type: bpf_map_type, key_size, value_size, max_entries, flags| MapShape {
         map_type: map_type as u32,
         key_size,
@@ -55,21 +57,30 @@ fn expected_maps() -> BTreeMap<&'static str, MapShape> {
         flags,
         pinning: PinningType::ByName,
     };
+    let u32_size = size_of::<u32>();
     BTreeMap::from([
         (
+            map_names::CONFIG,
+            shape(BPF_MAP_TYPE_ARRAY, u32_size, size_of::<Config>(), 1, BPF_F_MMAPABLE),
+        ),
+        (
             map_names::ENDPOINTS,
+            shape(BPF_MAP_TYPE_HASH, u32_size, size_of::<EndpointInfo>(), capacity::ENDPOINTS, 0),
+        ),
+        (
+            map_names::HOSTS,
             shape(
-                bpf_map_type::BPF_MAP_TYPE_HASH,
-                size_of::<u32>(),
-                size_of::<EndpointInfo>(),
-                capacity::ENDPOINTS,
-                0,
+                BPF_MAP_TYPE_HASH,
+                size_of::<HostKey>(),
+                size_of::<IpcacheValue>(),
+                capacity::HOSTS,
+                BPF_F_NO_PREALLOC,
             ),
         ),
         (
             map_names::IPCACHE,
             shape(
-                bpf_map_type::BPF_MAP_TYPE_LPM_TRIE,
+                BPF_MAP_TYPE_LPM_TRIE,
                 size_of::<IpcacheKey>(),
                 size_of::<IpcacheValue>(),
                 capacity::IPCACHE,
@@ -79,7 +90,7 @@ fn expected_maps() -> BTreeMap<&'static str, MapShape> {
         (
             map_names::POLICY,
             shape(
-                bpf_map_type::BPF_MAP_TYPE_HASH,
+                BPF_MAP_TYPE_HASH,
                 size_of::<PolicyKey>(),
                 size_of::<PolicyValue>(),
                 capacity::POLICY,
@@ -89,7 +100,7 @@ fn expected_maps() -> BTreeMap<&'static str, MapShape> {
         (
             map_names::CONNTRACK,
             shape(
-                bpf_map_type::BPF_MAP_TYPE_LRU_HASH,
+                BPF_MAP_TYPE_LRU_HASH,
                 size_of::<CtKey>(),
                 size_of::<CtValue>(),
                 capacity::CONNTRACK,
@@ -97,14 +108,29 @@ fn expected_maps() -> BTreeMap<&'static str, MapShape> {
             ),
         ),
         (
+            map_names::FRAGS,
+            shape(
+                BPF_MAP_TYPE_LRU_HASH,
+                size_of::<FragKey>(),
+                size_of::<FragValue>(),
+                capacity::FRAGS,
+                0,
+            ),
+        ),
+        (
             map_names::METRICS,
             shape(
-                bpf_map_type::BPF_MAP_TYPE_PERCPU_ARRAY,
-                size_of::<u32>(),
+                BPF_MAP_TYPE_PERCPU_ARRAY,
+                u32_size,
                 size_of::<MetricsValue>(),
                 capacity::METRICS,
                 0,
             ),
+        ),
+        (map_names::EVENTS, shape(BPF_MAP_TYPE_RINGBUF, 0, 0, capacity::EVENTS, 0)),
+        (
+            map_names::EVENTS_STATE,
+            shape(BPF_MAP_TYPE_PERCPU_ARRAY, u32_size, size_of::<EventState>(), 1, 0),
         ),
     ])
 }
@@ -223,9 +249,14 @@ macro_rules! layout_test {
 }
 
 layout_test!(
-    endpoint_info_mirror_matches_btf,
-    "endpoint_info",
-    EndpointInfo {
+    config_mirror_matches_btf,
+    "config",
+    Config { generation, flags, event_rate, event_burst, source_digest, artifact_checksum }
+);
+layout_test!(
+    endpoint_policy_mirror_matches_btf,
+    "endpoint_policy",
+    EndpointPolicy {
         endpoint_id,
         identity,
         ingress_table,
@@ -235,17 +266,28 @@ layout_test!(
     }
 );
 layout_test!(
+    endpoint_info_mirror_matches_btf,
+    "endpoint_info",
+    EndpointInfo { slot, metrics_row, pad }
+);
+layout_test!(host_key_mirror_matches_btf, "host_key", HostKey { family, pad, addr });
+layout_test!(
     ipcache_key_mirror_matches_btf,
     "ipcache_key",
     IpcacheKey { prefixlen, family, pad, addr }
 );
-layout_test!(ipcache_value_mirror_matches_btf, "ipcache_value", IpcacheValue { identity, flags });
+layout_test!(ipcache_value_mirror_matches_btf, "ipcache_value", IpcacheValue { identity });
 layout_test!(
     policy_key_mirror_matches_btf,
     "policy_key",
     PolicyKey { table, identity, proto, port_bits, port }
 );
-layout_test!(policy_value_mirror_matches_btf, "policy_value", PolicyValue { verdict, pad, rule });
+layout_test!(
+    policy_verdict_mirror_matches_btf,
+    "policy_verdict",
+    PolicyVerdict { verdict, pad, rule }
+);
+layout_test!(policy_value_mirror_matches_btf, "policy_value", PolicyValue { slot });
 layout_test!(
     ct_key_mirror_matches_btf,
     "ct_key",
@@ -254,9 +296,49 @@ layout_test!(
 layout_test!(
     ct_value_mirror_matches_btf,
     "ct_value",
-    CtValue { last_seen_ns, rule, direction, pad }
+    CtValue { last_seen_ns, rule, generation, direction, kind, flags, pad }
+);
+layout_test!(
+    frag_key_mirror_matches_btf,
+    "frag_key",
+    FragKey { endpoint_id, family, proto, direction, pad, id, saddr, daddr }
+);
+layout_test!(
+    frag_value_mirror_matches_btf,
+    "frag_value",
+    FragValue { first_seen_ns, rule, reason }
 );
 layout_test!(metrics_value_mirror_matches_btf, "metrics_value", MetricsValue { packets, bytes });
+layout_test!(
+    event_mirror_matches_btf,
+    "event",
+    Event {
+        timestamp_ns,
+        ifindex,
+        endpoint_id,
+        identity,
+        peer_identity,
+        reason,
+        generation,
+        entry,
+        rule,
+        length,
+        direction,
+        family,
+        proto,
+        pad,
+        sport,
+        dport,
+        saddr,
+        daddr,
+        pad2
+    }
+);
+layout_test!(
+    event_state_mirror_matches_btf,
+    "event_state",
+    EventState { refilled_ns, tokens, sent, suppressed, lost }
+);
 
 #[test]
 fn mirrors_have_no_implicit_padding() {
@@ -265,14 +347,22 @@ fn mirrors_have_no_implicit_padding() {
     let btf = object_btf();
 
     for name in [
+        "config",
+        "endpoint_policy",
         "endpoint_info",
+        "host_key",
         "ipcache_key",
         "ipcache_value",
         "policy_key",
+        "policy_verdict",
         "policy_value",
         "ct_key",
         "ct_value",
+        "frag_key",
+        "frag_value",
         "metrics_value",
+        "event",
+        "event_state",
     ] {
         let layout = btf_layout(&btf, name);
         let mut end = 0;
@@ -314,10 +404,14 @@ fn rust_reasons() -> BTreeMap<String, i64> {
 fn rust_capacities() -> BTreeMap<String, i64> {
     [
         ("POLICYC_ENDPOINTS_MAX", capacity::ENDPOINTS),
+        ("POLICYC_HOSTS_MAX", capacity::HOSTS),
         ("POLICYC_IPCACHE_MAX", capacity::IPCACHE),
         ("POLICYC_POLICY_MAX", capacity::POLICY),
         ("POLICYC_CT_MAX", capacity::CONNTRACK),
+        ("POLICYC_FRAGS_MAX", capacity::FRAGS),
+        ("POLICYC_REASONS_MAX", capacity::REASONS),
         ("POLICYC_METRICS_MAX", capacity::METRICS),
+        ("POLICYC_EVENTS_MAX", capacity::EVENTS),
     ]
     .into_iter()
     .map(|(name, value)| (name.to_owned(), i64::from(value)))
@@ -336,6 +430,17 @@ fn rust_constants() -> BTreeMap<String, i64> {
         ("POLICYC_IDENTITY_WORLD", i64::from(IDENTITY_WORLD)),
         ("POLICYC_RULE_NONE", i64::from(RULE_NONE)),
         ("POLICYC_PORT_BITS", i64::from(PORT_BITS)),
+        ("POLICYC_SLOTS", SLOTS as i64),
+        ("POLICYC_VERDICT_NONE", i64::from(VERDICT_NONE)),
+        ("POLICYC_CONFIG_EVENTS_ALLOWED", i64::from(CONFIG_EVENTS_ALLOWED)),
+        ("POLICYC_CT_FORWARD", i64::from(CT_FORWARD)),
+        ("POLICYC_CT_REPLY", i64::from(CT_REPLY)),
+        ("POLICYC_CT_F_CLOSING", i64::from(CT_F_CLOSING)),
+        ("POLICYC_CT_TCP_NS", CT_TCP_NS as i64),
+        ("POLICYC_CT_CLOSING_NS", CT_CLOSING_NS as i64),
+        ("POLICYC_CT_OTHER_NS", CT_OTHER_NS as i64),
+        ("POLICYC_CT_REFRESH_NS", CT_REFRESH_NS as i64),
+        ("POLICYC_FRAG_NS", FRAG_NS as i64),
     ]
     .into_iter()
     .map(|(name, value)| (name.to_owned(), value))
@@ -374,6 +479,16 @@ fn header_families_verdicts_directions_and_identities_equal_rust_constants() {
         "POLICYC_IDENTITY_",
         "POLICYC_RULE_",
         "POLICYC_PORT_",
+        "POLICYC_SLOTS",
+        "POLICYC_CONFIG_",
+        "POLICYC_CT_F_",
+        "POLICYC_CT_FORWARD",
+        "POLICYC_CT_REPLY",
+        "POLICYC_CT_TCP_NS",
+        "POLICYC_CT_CLOSING_NS",
+        "POLICYC_CT_OTHER_NS",
+        "POLICYC_CT_REFRESH_NS",
+        "POLICYC_FRAG_NS",
     ]);
 
     assert_eq!(header, rust_constants());
@@ -402,10 +517,11 @@ fn pass_reasons_are_positive_and_drop_reasons_negative() {
 fn every_reason_has_its_own_metrics_slot() {
     // The datapath counts under the absolute value of a reason, so a pass and a drop of
     // the same magnitude would share a counter, and a reason past the array is not counted.
+    assert_eq!(capacity::METRICS, capacity::ENDPOINTS * capacity::REASONS, "a row per slot");
     let mut slots = BTreeMap::new();
     for reason in Reason::ALL {
         let index = reason.metrics_index();
-        assert!(index < capacity::METRICS, "{reason:?} is past the metrics array");
+        assert!(index < capacity::REASONS, "{reason:?} is past the metrics row");
         if let Some(other) = slots.insert(index, reason) {
             panic!("{reason:?} and {other:?} share metrics slot {index}");
         }

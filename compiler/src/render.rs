@@ -61,7 +61,7 @@ pub fn render(artifact: &Artifact) -> String {
         );
     }
     let _ = writeln!(out, "\nipcache ({}):", artifact.ipcache.len());
-    for (key, value) in &artifact.ipcache {
+    for (key, identity) in &artifact.ipcache {
         let addr = if key.family == datapath::FAMILY_IPV4 {
             Ipv4Addr::new(key.addr[0], key.addr[1], key.addr[2], key.addr[3]).to_string()
         } else {
@@ -71,7 +71,7 @@ pub fn render(artifact: &Artifact) -> String {
             out,
             "  {addr}/{} -> {}",
             key.prefix_bits(),
-            identity_name(artifact, value.identity)
+            identity_name(artifact, *identity)
         );
     }
     let _ = writeln!(out, "\npolicy ({}):", artifact.policy.len());

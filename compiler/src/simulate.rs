@@ -1,6 +1,11 @@
-//! A simulator of the compiled tables: decides a packet exactly as the datapath does,
-//! from an [`Artifact`] alone. Tests compare it with what the policies mean and with the
-//! kernel; `trace` shows it beside the reference answer.
+//! A simulator of the compiled tables: decides a packet exactly as the datapath's
+//! policy step does, from an [`Artifact`] alone. Tests compare it with what the policies
+//! mean and with the kernel; `trace` shows it beside the reference answer.
+//!
+//! What the datapath decides before its tables are consulted is not simulated here:
+//! replies, related ICMP errors and later fragments of tracked flows (conntrack state),
+//! and IPv6 neighbour discovery and MLD (ICMPv6 types 130-137 and 143), which pass
+//! whatever the policy, as ARP does for IPv4.
 
 use std::net::IpAddr;
 
@@ -46,7 +51,7 @@ pub fn identity_of(artifact: &Artifact, ip: IpAddr) -> u32 {
                 && datapath::IpcacheKey::new(family, bytes, key.prefix_bits()).addr == key.addr
         })
         .max_by_key(|(key, _)| key.prefixlen)
-        .map_or(IDENTITY_WORLD, |(_, value)| value.identity)
+        .map_or(IDENTITY_WORLD, |(_, identity)| *identity)
 }
 
 /// Decides a packet at `endpoint`: `ingress` for packets to it (peer = source), else

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use datapath::{IpcacheKey, IpcacheValue};
+use datapath::{HostKey, IpcacheKey};
 use policy_lang::ast::{Cidr, Direction, Labels, Pod};
 use policy_lang::{Bundle, Diagnostic, Sources};
 use sha2::{Digest, Sha256};
@@ -90,6 +90,9 @@ pub struct Options {
 /// artifact's, and the node runtime checks it when it binds them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Capacity {
+    /// Full-length addresses (pods, nodes, /32 and /128 CIDRs): the hosts map.
+    pub hosts: usize,
+    /// Shorter prefixes: the ipcache trie.
     pub ipcache: usize,
     pub policy: usize,
 }
@@ -97,6 +100,7 @@ pub struct Capacity {
 impl Default for Capacity {
     fn default() -> Self {
         Capacity {
+            hosts: datapath::capacity::HOSTS as usize,
             ipcache: datapath::capacity::IPCACHE as usize,
             policy: datapath::capacity::POLICY as usize,
         }
@@ -428,18 +432,12 @@ pub fn compile_with(sources: &Sources, bundle: &Bundle, options: &Options) -> Co
     for ep in &endpoints {
         for ip in &ep.pod.ips {
             let (family, addr, bits) = address_bytes(ip.value);
-            artifact.ipcache.push((
-                IpcacheKey::new(family, addr, bits),
-                IpcacheValue { identity: ep.identity, flags: 0 },
-            ));
+            artifact.ipcache.push((IpcacheKey::new(family, addr, bits), ep.identity));
         }
     }
     for (cidr, id) in &cidr_identities {
         let (family, addr, _) = address_bytes(cidr.addr);
-        artifact.ipcache.push((
-            IpcacheKey::new(family, addr, u32::from(cidr.prefix)),
-            IpcacheValue { identity: *id, flags: 0 },
-        ));
+        artifact.ipcache.push((IpcacheKey::new(family, addr, u32::from(cidr.prefix)), *id));
     }
     // Node addresses are remote nodes. The artifact serves every node alike, so a node's
     // own address is not told apart here: traffic from the local node is allowed by the
@@ -449,10 +447,7 @@ pub fn compile_with(sources: &Sources, bundle: &Bundle, options: &Options) -> Co
     for node in &bundle.nodes {
         for address in &node.addresses {
             let (family, addr, bits) = address_bytes(address.ip.value);
-            artifact.ipcache.push((
-                IpcacheKey::new(family, addr, bits),
-                IpcacheValue { identity: reserved::REMOTE_NODE, flags: 0 },
-            ));
+            artifact.ipcache.push((IpcacheKey::new(family, addr, bits), reserved::REMOTE_NODE));
             has_nodes = true;
         }
     }
@@ -526,13 +521,15 @@ fn check_capacity(artifact: &Artifact, capacity: &Capacity, diagnostics: &mut Ve
     let mut costly: Vec<(usize, &str)> = by_policy.into_iter().map(|(p, n)| (n, p)).collect();
     costly.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
     let top: Vec<String> = costly.iter().take(5).map(|(n, p)| format!("{p} ({n})")).collect();
+    let hosts = artifact.ipcache.iter().filter(|(k, _)| HostKey::of_prefix(k).is_some()).count();
     let checks = [
         ("policy", artifact.policy.len(), capacity.policy, top.join(", ")),
+        ("hosts", hosts, capacity.hosts, "pod and node addresses, /32 and /128 CIDRs".into()),
         (
             "ipcache",
-            artifact.ipcache.len(),
+            artifact.ipcache.len() - hosts,
             capacity.ipcache,
-            "pod addresses and CIDR prefixes".into(),
+            "CIDR prefixes shorter than an address".into(),
         ),
     ];
     for (map, used, limit, cost) in checks {

@@ -24,7 +24,7 @@
 
 use std::collections::BTreeMap;
 
-use datapath::{PORT_BITS, PolicyKey, PolicyValue, VERDICT_ALLOW, VERDICT_DENY};
+use datapath::{PORT_BITS, PolicyKey, PolicyVerdict, VERDICT_ALLOW, VERDICT_DENY};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Verdict {
@@ -153,7 +153,7 @@ pub struct Entry {
 }
 
 /// The keys and values of one table, ready for the datapath.
-pub type Table = BTreeMap<Pattern, PolicyValue>;
+pub type Table = BTreeMap<Pattern, PolicyVerdict>;
 
 /// Folds rule entries into a table; see the module documentation.
 ///
@@ -197,7 +197,7 @@ pub fn fold(entries: &[Entry]) -> Table {
                 (None, Some(a)) => (VERDICT_ALLOW, a),
                 (None, None) => unreachable!("every key comes from, or lies inside, some entry"),
             };
-            (key, PolicyValue { verdict, pad: [0; 3], rule })
+            (key, PolicyVerdict { verdict, pad: [0; 3], rule })
         })
         .collect()
 }
@@ -249,7 +249,12 @@ pub fn candidates(identity: u32, proto: u8, port: Option<u16>) -> impl Iterator<
 
 /// How the datapath decides a flow against the keys of one table: the first present key
 /// in rank order. Used by tests of [`fold`].
-pub fn lookup(table: &Table, identity: u32, proto: u8, port: Option<u16>) -> Option<PolicyValue> {
+pub fn lookup(
+    table: &Table,
+    identity: u32,
+    proto: u8,
+    port: Option<u16>,
+) -> Option<PolicyVerdict> {
     candidates(identity, proto, port).find_map(|c| table.get(&c).copied())
 }
 

@@ -4,8 +4,8 @@
 //! where the compiler's codes (PL0022, PL0031, PL02xx, PL0300) are checked.
 //!
 //! An optional second line `# options: ...` gives the `policyc` flags a fixture needs:
-//! `--warn-unisolated` (lint), `--max-policy-entries N` or `--max-ipcache-entries N`
-//! (compile).
+//! `--warn-unisolated` (lint), `--max-policy-entries N`, `--max-ipcache-entries N` or
+//! `--max-host-entries N` (compile).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -60,6 +60,7 @@ fn header(path: &Path) -> Header {
             "--warn-unisolated" => header.lint_options.unisolated_pods = true,
             "--max-policy-entries" => header.options.capacity.policy = number(),
             "--max-ipcache-entries" => header.options.capacity.ipcache = number(),
+            "--max-host-entries" => header.options.capacity.hosts = number(),
             other => panic!("{}: unknown option `{other}`", path.display()),
         }
     }

@@ -6,7 +6,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use datapath::{IpcacheKey, IpcacheValue, PolicyKey, PolicyValue};
+use datapath::{IpcacheKey, PolicyKey, PolicyVerdict};
 use sha2::{Digest, Sha256};
 
 use super::{Artifact, EndpointRecord, IdentityRecord, RuleRecord};
@@ -14,7 +14,7 @@ use super::{Artifact, EndpointRecord, IdentityRecord, RuleRecord};
 /// First bytes of every artifact.
 pub const MAGIC: [u8; 8] = *b"PLCYMAP\0";
 /// The format version this build writes and reads.
-pub const FORMAT_VERSION: u16 = 2;
+pub const FORMAT_VERSION: u16 = 3;
 
 const HEADER_LEN: usize = 8 + 2 + 2 + 8 + 32;
 const CHECKSUM_LEN: usize = 32;
@@ -92,12 +92,11 @@ impl Artifact {
         });
         out.section(SECTION_IPCACHE, |w| {
             w.u32(len32(sorted.ipcache.len()));
-            for (key, value) in &sorted.ipcache {
+            for (key, identity) in &sorted.ipcache {
                 w.u32(key.prefixlen);
                 w.u8(key.family);
                 w.bytes(&key.addr);
-                w.u32(value.identity);
-                w.u32(value.flags);
+                w.u32(*identity);
             }
         });
         out.section(SECTION_POLICY, |w| {
@@ -203,7 +202,7 @@ impl Artifact {
         body.finish("endpoints")?;
 
         let mut body = r.section(SECTION_IPCACHE, "ipcache")?;
-        for _ in 0..body.count("ipcache count", 29)? {
+        for _ in 0..body.count("ipcache count", 25)? {
             let prefixlen = body.u32("prefix length")?;
             let family = body.u8("family")?;
             let mut addr = [0u8; 16];
@@ -217,8 +216,7 @@ impl Artifact {
             if key.prefix_bits() > max_bits || prefixlen < IpcacheKey::HEADER_BITS {
                 return Err(ArtifactError::Malformed(format!("prefix length {prefixlen}")));
             }
-            let value = IpcacheValue { identity: body.u32("identity")?, flags: body.u32("flags")? };
-            artifact.ipcache.push((key, value));
+            artifact.ipcache.push((key, body.u32("identity")?));
         }
         body.finish("ipcache")?;
 
@@ -243,7 +241,7 @@ impl Artifact {
             if !matches!(verdict, datapath::VERDICT_ALLOW | datapath::VERDICT_DENY) {
                 return Err(ArtifactError::Malformed(format!("verdict {verdict}")));
             }
-            let value = PolicyValue { verdict, pad: [0; 3], rule: body.u32("rule")? };
+            let value = PolicyVerdict { verdict, pad: [0; 3], rule: body.u32("rule")? };
             artifact.policy.push((key, value));
         }
         body.finish("policy")?;

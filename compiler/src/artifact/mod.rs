@@ -12,7 +12,7 @@ mod tests;
 
 use std::net::IpAddr;
 
-use datapath::{IpcacheKey, IpcacheValue, PolicyKey, PolicyValue};
+use datapath::{IpcacheKey, PolicyKey, PolicyVerdict};
 
 pub use codec::{ArtifactError, FORMAT_VERSION, MAGIC};
 
@@ -27,9 +27,9 @@ pub struct Artifact {
     /// Every endpoint (pod) of the snapshot, by name.
     pub endpoints: Vec<EndpointRecord>,
     /// The address -> identity table, by key.
-    pub ipcache: Vec<(IpcacheKey, IpcacheValue)>,
+    pub ipcache: Vec<(IpcacheKey, u32)>,
     /// The policy table, by key.
-    pub policy: Vec<(PolicyKey, PolicyValue)>,
+    pub policy: Vec<(PolicyKey, PolicyVerdict)>,
     /// Rule provenance, by cookie. Policy values refer to rules by cookie.
     pub rules: Vec<RuleRecord>,
 }

@@ -1,6 +1,6 @@
 use std::net::IpAddr;
 
-use datapath::{IpcacheKey, IpcacheValue, PolicyKey, PolicyValue};
+use datapath::{IpcacheKey, PolicyKey, PolicyVerdict};
 use sha2::{Digest, Sha256};
 
 use super::*;
@@ -22,16 +22,16 @@ fn sample() -> Artifact {
         }],
         ipcache: vec![(
             IpcacheKey::new(4, [10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 32),
-            IpcacheValue { identity: 257, flags: 0 },
+            257,
         )],
         policy: vec![
             (
                 PolicyKey { table: 1, identity: 258, proto: 6, port_bits: 16, port: 80 },
-                PolicyValue { verdict: 1, pad: [0; 3], rule: 1 },
+                PolicyVerdict { verdict: 1, pad: [0; 3], rule: 1 },
             ),
             (
                 PolicyKey { table: 1, identity: 0, proto: 0, port_bits: 0, port: 0 },
-                PolicyValue { verdict: 2, pad: [0; 3], rule: 2 },
+                PolicyVerdict { verdict: 2, pad: [0; 3], rule: 2 },
             ),
         ],
         rules: vec![RuleRecord {

@@ -17,14 +17,14 @@ pub(super) fn outside_groups(artifact: &Artifact) -> Vec<(GroupInfo, IpAddr)> {
     let entries: Vec<(Cidr, u32)> = artifact
         .ipcache
         .iter()
-        .map(|(key, value)| {
+        .map(|(key, identity)| {
             let addr = if key.family == datapath::FAMILY_IPV4 {
                 IpAddr::V4(Ipv4Addr::new(key.addr[0], key.addr[1], key.addr[2], key.addr[3]))
             } else {
                 IpAddr::V6(Ipv6Addr::from(key.addr))
             };
             let prefix = u8::try_from(key.prefix_bits()).unwrap_or(u8::MAX);
-            (Cidr { addr, prefix }, value.identity)
+            (Cidr { addr, prefix }, *identity)
         })
         .collect();
     let prefixes: Vec<Cidr> = entries.iter().map(|(cidr, _)| *cidr).collect();
