@@ -3,10 +3,11 @@
 //! - Semantically: the connectivity of each side (`compiler::connectivity`) compared
 //!   group pair by group pair, as connections added, removed and changed.
 //! - On the node: the endpoint records whose identity or tables change, and the ordered
-//!   map writes and deletes the runtime's planner (`runtime::Plan`) would perform to
-//!   take the maps from OLD's content to NEW's. Endpoint map entries are keyed by
-//!   interface, which an artifact does not know, so the plan is made with no interface
-//!   bound and endpoint changes are listed by name instead.
+//!   map operations the runtime's planner (`runtime::Plan`) would perform to take maps
+//!   that hold OLD (settled, generation 0) to NEW: the writes that prepare the idle
+//!   generation slot, the flip, the writes that level the retired slot and the deletes.
+//!   Endpoint map entries are keyed by interface, which an artifact does not know, so
+//!   the plan is made with no interface bound and endpoint changes are listed by name.
 //!
 //! Each side is an artifact file (recognised by its magic) or manifests, compiled here.
 //! When OLD is manifests, NEW is compiled with OLD's identity numbers as its lock, as a
@@ -23,7 +24,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use compiler::artifact::{Artifact, EndpointRecord, MAGIC};
 use compiler::connectivity::{Connection, Connectivity, Group, Grouping};
-use runtime::{MapEntry, MapKey, MapName, MapOp, MapState, Plan};
+use runtime::{LiveMaps, MapEntry, MapKey, MapName, MapOp, MapState, Plan};
 use serde_json::{Value, json};
 
 use crate::connectivity::{allowed_text, connection_json};
@@ -128,7 +129,8 @@ pub fn run(
             .with_context(|| format!("building the map content of {}", path.display()))
     };
     let (old_state, new_state) = (state(&old_side, old)?, state(&new_side, new)?);
-    let plan = Plan::new(&old_state, &new_state).context("planning the map update")?;
+    let plan = Plan::new(&LiveMaps::settled(&old_state, 0), &new_state)
+        .context("planning the map update")?;
 
     let diff = compare(&old_conn, &new_conn, &old_side.artifact, &new_side.artifact, plan);
     let text = match format {
@@ -225,30 +227,61 @@ fn policy_key_text(key: &datapath::PolicyKey) -> String {
     format!("table {} from {identity} {proto}/{port}", key.table)
 }
 
-fn verdict_text(value: &datapath::PolicyValue) -> &'static str {
-    if value.verdict == datapath::VERDICT_ALLOW { "allow" } else { "deny" }
+fn verdict_text(value: &datapath::PolicyVerdict) -> String {
+    match value.verdict {
+        datapath::VERDICT_ALLOW => format!("allow (rule {})", value.rule),
+        datapath::VERDICT_DENY => format!("deny (rule {})", value.rule),
+        _ => "none".to_owned(),
+    }
+}
+
+/// A value's two generation slots as text: one value when both hold it, else the live
+/// slot's (slot 0: the plan starts at generation 0) and the next generation's.
+fn slots_text<T: PartialEq>(slots: &[T; 2], text: impl Fn(&T) -> String) -> String {
+    if slots[0] == slots[1] {
+        text(&slots[0])
+    } else {
+        format!("{} until the flip, then {}", text(&slots[0]), text(&slots[1]))
+    }
+}
+
+fn host_text(key: &datapath::HostKey) -> String {
+    prefix_text(&key.prefix())
 }
 
 /// One operation on one line, as `policyc inspect` names keys.
 fn op_text(op: &MapOp) -> String {
+    let identity = |id: &u32| format!("identity {id}");
     match op {
         MapOp::Write(MapEntry::Policy(k, v)) => format!(
-            "write {} {} -> {} (rule {})",
+            "write {} {} -> {}",
             MapName::Policy,
             policy_key_text(k),
-            verdict_text(v),
-            v.rule
+            slots_text(&v.slot, verdict_text)
         ),
-        MapOp::Write(MapEntry::Ipcache(k, v)) => {
-            format!("write {} {} -> identity {}", MapName::Ipcache, prefix_text(k), v.identity)
-        }
+        MapOp::Write(MapEntry::Ipcache(k, v)) => format!(
+            "write {} {} -> {}",
+            MapName::Ipcache,
+            prefix_text(k),
+            slots_text(&v.identity, identity)
+        ),
+        MapOp::Write(MapEntry::Host(k, v)) => format!(
+            "write {} {} -> {}",
+            MapName::Hosts,
+            host_text(k),
+            slots_text(&v.identity, identity)
+        ),
         MapOp::Delete(MapKey::Policy(k)) => {
             format!("delete {} {}", MapName::Policy, policy_key_text(k))
         }
         MapOp::Delete(MapKey::Ipcache(k)) => {
             format!("delete {} {}", MapName::Ipcache, prefix_text(k))
         }
-        // No interface is bound and conntrack is not planned: neither occurs.
+        MapOp::Delete(MapKey::Host(k)) => format!("delete {} {}", MapName::Hosts, host_text(k)),
+        MapOp::Flip(generation) => format!("flip to generation {generation}"),
+        MapOp::Wait => "wait for the packets of the previous generation".to_owned(),
+        // No interface is bound and conntrack is not planned: none of these occurs.
+        MapOp::ResetMetrics(row) => format!("reset metrics row {row}"),
         MapOp::Write(entry) => format!("write {} {entry:?}", entry.map()),
         MapOp::Delete(key) => format!("delete {} {key:?}", key.map()),
     }
@@ -289,11 +322,12 @@ fn txt(diff: &Diff<'_>) -> String {
 
     let _ = writeln!(
         out,
-        "map operations: {} write(s), {} delete(s)",
-        diff.plan.writes.len(),
-        diff.plan.deletes.len()
+        "map operations: {} write(s), {} delete(s){}",
+        diff.plan.prepare.len() + diff.plan.level.len(),
+        diff.plan.deletes.len(),
+        if diff.plan.flip { ", 1 generation flip" } else { "" }
     );
-    for map in [MapName::Policy, MapName::Ipcache] {
+    for map in [MapName::Policy, MapName::Hosts, MapName::Ipcache] {
         let changes = diff.plan.changes(map);
         let _ = writeln!(out, "  {map}: {} written, {} deleted", changes.written, changes.deleted);
     }
@@ -315,29 +349,52 @@ fn endpoint_json(ep: Option<&EndpointRecord>) -> Value {
 }
 
 fn op_json(op: &MapOp) -> Value {
+    let slots = |values: Vec<Value>| json!({"live": values[0], "next": values[1]});
+    let verdict = |v: &datapath::PolicyVerdict| match v.verdict {
+        datapath::VERDICT_ALLOW | datapath::VERDICT_DENY => {
+            json!({"verdict": if v.verdict == datapath::VERDICT_ALLOW { "allow" } else { "deny" },
+                   "rule": v.rule})
+        }
+        _ => Value::Null,
+    };
     let (kind, map, key, value) = match op {
         MapOp::Write(MapEntry::Policy(k, v)) => (
             "write",
-            MapName::Policy,
+            Some(MapName::Policy),
             policy_key_json(k),
-            json!({"verdict": verdict_text(v), "rule": v.rule}),
+            slots(v.slot.iter().map(verdict).collect()),
         ),
         MapOp::Write(MapEntry::Ipcache(k, v)) => (
             "write",
-            MapName::Ipcache,
+            Some(MapName::Ipcache),
             json!({"prefix": prefix_text(k)}),
-            json!({"identity": v.identity}),
+            slots(v.identity.iter().map(|id| json!({"identity": id})).collect()),
+        ),
+        MapOp::Write(MapEntry::Host(k, v)) => (
+            "write",
+            Some(MapName::Hosts),
+            json!({"prefix": host_text(k)}),
+            slots(v.identity.iter().map(|id| json!({"identity": id})).collect()),
         ),
         MapOp::Delete(MapKey::Policy(k)) => {
-            ("delete", MapName::Policy, policy_key_json(k), Value::Null)
+            ("delete", Some(MapName::Policy), policy_key_json(k), Value::Null)
         }
         MapOp::Delete(MapKey::Ipcache(k)) => {
-            ("delete", MapName::Ipcache, json!({"prefix": prefix_text(k)}), Value::Null)
+            ("delete", Some(MapName::Ipcache), json!({"prefix": prefix_text(k)}), Value::Null)
         }
-        MapOp::Write(entry) => ("write", entry.map(), json!(format!("{entry:?}")), Value::Null),
-        MapOp::Delete(key) => ("delete", key.map(), json!(format!("{key:?}")), Value::Null),
+        MapOp::Delete(MapKey::Host(k)) => {
+            ("delete", Some(MapName::Hosts), json!({"prefix": host_text(k)}), Value::Null)
+        }
+        MapOp::Flip(generation) => ("flip", None, Value::Null, json!({"generation": generation})),
+        MapOp::Wait => ("wait", None, Value::Null, Value::Null),
+        MapOp::ResetMetrics(row) => ("reset_metrics", None, json!({"row": row}), Value::Null),
+        MapOp::Write(entry) => {
+            ("write", Some(entry.map()), json!(format!("{entry:?}")), Value::Null)
+        }
+        MapOp::Delete(key) => ("delete", Some(key.map()), json!(format!("{key:?}")), Value::Null),
     };
-    json!({"op": kind, "map": map.pin_name(), "key": key, "value": value, "text": op_text(op)})
+    let map = map.map_or(Value::Null, |m| json!(m.pin_name()));
+    json!({"op": kind, "map": map, "key": key, "value": value, "text": op_text(op)})
 }
 
 fn policy_key_json(key: &datapath::PolicyKey) -> Value {
@@ -382,7 +439,7 @@ fn json(diff: &Diff<'_>) -> Value {
         })
         .collect();
     let mut maps = serde_json::Map::new();
-    for map in [MapName::Policy, MapName::Ipcache] {
+    for map in [MapName::Policy, MapName::Hosts, MapName::Ipcache] {
         let changes = diff.plan.changes(map);
         maps.insert(
             map.pin_name().into(),

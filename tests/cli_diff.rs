@@ -80,7 +80,22 @@ fn two_artifacts_give_the_semantic_diff_and_the_map_operations() {
     assert_eq!(value["maps"]["policyc_ipcache"], serde_json::json!({"written": 0, "deleted": 0}));
     let ops: Vec<&str> =
         value["operations"].as_array().unwrap().iter().map(|o| o["op"].as_str().unwrap()).collect();
-    assert_eq!(ops, ["write", "write", "write", "delete", "delete"], "writes come first");
+    // Five keys prepared (three new, two to go), the flip, the wait, the three new ones
+    // levelled, the two old ones deleted.
+    assert_eq!(
+        ops,
+        ["write", "write", "write", "write", "write", "flip", "wait", "write", "write", "write"]
+            .into_iter()
+            .chain(["delete", "delete"])
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(value["operations"][0]["map"], "policyc_policy");
+    assert_eq!(value["operations"][5]["value"], serde_json::json!({"generation": 1}));
+    // A key new to the map answers "no entry" in the live slot until the flip.
+    let prepared = &value["operations"].as_array().unwrap()[..5];
+    assert!(
+        prepared.iter().any(|o| o["value"]["live"].is_null() && o["value"]["next"].is_object())
+    );
     assert_eq!(value["endpoints"].as_array().unwrap().len(), 3);
 }
 

@@ -12,7 +12,7 @@ mod kernel;
 use std::{fmt, path::Path, process::Command};
 
 use compiler::artifact::Artifact;
-use datapath::{PolicyKey, PolicyValue, VERDICT_ALLOW, VERDICT_DENY};
+use datapath::{PolicyKey, PolicyValue, PolicyVerdict, SLOTS, VERDICT_ALLOW, VERDICT_DENY};
 use kernel::{
     Topology, must, text,
     traffic::{Probe, check},
@@ -291,7 +291,9 @@ fn repairs_drift(topology: &Topology, artifact: &Artifact, apply_args: &[&str]) 
         port_bits: 16,
         port,
     };
-    let value = |verdict, rule| PolicyValue { verdict, pad: [0; 3], rule };
+    // Drift in both generation slots, as a foreign writer that knows nothing of them would.
+    let value =
+        |verdict, rule| PolicyValue { slot: [PolicyVerdict { verdict, pad: [0; 3], rule }; SLOTS] };
 
     let pins = PinDir::new(&topology.pin_dir);
     let mut maps =
@@ -299,8 +301,8 @@ fn repairs_drift(topology: &Topology, artifact: &Artifact, apply_args: &[&str]) 
     let Some(MapEntry::Policy(_, allowed)) = maps.get(&MapKey::Policy(key(8080))).unwrap() else {
         panic!("the policy map has no entry for client -> web TCP 8080");
     };
-    maps.update(&MapEntry::Policy(key(9090), value(VERDICT_ALLOW, allowed.rule))).unwrap();
-    maps.update(&MapEntry::Policy(key(8080), value(VERDICT_DENY, allowed.rule))).unwrap();
+    maps.update(&MapEntry::Policy(key(9090), value(VERDICT_ALLOW, allowed.slot[0].rule))).unwrap();
+    maps.update(&MapEntry::Policy(key(8080), value(VERDICT_DENY, allowed.slot[0].rule))).unwrap();
 
     let (client_pod, web_pod) = (topology.pod(CLIENT), topology.pod(WEB));
     check(client_pod, web_pod, Probe::Tcp(9090), true)

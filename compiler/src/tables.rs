@@ -249,12 +249,7 @@ pub fn candidates(identity: u32, proto: u8, port: Option<u16>) -> impl Iterator<
 
 /// How the datapath decides a flow against the keys of one table: the first present key
 /// in rank order. Used by tests of [`fold`].
-pub fn lookup(
-    table: &Table,
-    identity: u32,
-    proto: u8,
-    port: Option<u16>,
-) -> Option<PolicyVerdict> {
+pub fn lookup(table: &Table, identity: u32, proto: u8, port: Option<u16>) -> Option<PolicyVerdict> {
     candidates(identity, proto, port).find_map(|c| table.get(&c).copied())
 }
 

@@ -7,7 +7,7 @@
 use std::{collections::BTreeSet, ffi::CString, fmt, io, str::FromStr};
 
 use compiler::artifact::Artifact;
-use datapath::EndpointInfo;
+use datapath::EndpointPolicy;
 
 use crate::error::{Result, RuntimeError};
 
@@ -74,8 +74,8 @@ pub struct BoundInterface {
     pub ifindex: u32,
     /// `namespace/pod`.
     pub endpoint: String,
-    /// What the endpoints map holds for this interface.
-    pub info: EndpointInfo,
+    /// What the endpoints map says for this interface in the artifact's generation.
+    pub policy: EndpointPolicy,
 }
 
 /// Resolves every binding; `ifindex_of` looks an interface up (see
@@ -106,7 +106,7 @@ pub fn resolve(
             interface: binding.interface.clone(),
             ifindex,
             endpoint: record.name.clone(),
-            info: EndpointInfo {
+            policy: EndpointPolicy {
                 endpoint_id: record.endpoint_id,
                 identity: record.identity,
                 ingress_table: record.ingress_table,
@@ -223,10 +223,15 @@ mod tests {
         let bound =
             resolve(&artifact, &bindings, |name| Ok(if name == "pw" { 7 } else { 9 })).unwrap();
         assert_eq!(bound[0].ifindex, 7);
-        assert_eq!(bound[0].info.endpoint_id, 1);
+        assert_eq!(bound[0].policy.endpoint_id, 1);
         assert_eq!(
-            bound[1].info,
-            EndpointInfo { endpoint_id: 2, identity: 257, ingress_table: 1, ..Default::default() }
+            bound[1].policy,
+            EndpointPolicy {
+                endpoint_id: 2,
+                identity: 257,
+                ingress_table: 1,
+                ..Default::default()
+            }
         );
     }
 

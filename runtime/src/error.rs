@@ -178,11 +178,34 @@ pub enum RuntimeError {
         source: MapError,
     },
 
-    /// The update would not fit: new entries are written before old ones are deleted,
-    /// so a map briefly holds both sets. Checked before anything is written.
+    /// Waiting for the datapath programs in flight (after a generation flip) failed:
+    /// making or updating the map-in-map whose update waits for them.
+    #[error("waiting for the packets judged in the previous generation")]
+    WaitForReaders {
+        #[source]
+        source: io::Error,
+    },
+
+    /// The config map could not be mapped into memory, or has an unexpected size.
+    #[error("mapping the config map {} into memory", path.display())]
+    MapConfig {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    /// The number of possible CPUs, which sizes per-CPU values, could not be read.
+    #[error("reading the number of possible CPUs")]
+    Cpus {
+        #[source]
+        source: io::Error,
+    },
+
+    /// The update would not fit: the keys of the old and the new state are both in a map
+    /// until the generation has flipped. Checked before anything is written.
     #[error(
-        "map {map} would hold {needed} entries during the update (new entries are written \
-         before old ones are deleted), but its capacity is {capacity}"
+        "map {map} would hold {needed} entries during the update (the old and the new keys \
+         are both present until the switch), but its capacity is {capacity}"
     )]
     Capacity { map: &'static str, needed: usize, capacity: u32 },
 

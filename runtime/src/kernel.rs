@@ -1,12 +1,14 @@
 //! The kernel implementation of [`MapBackend`]: aya maps opened from their pins, each
-//! checked against the embedded object's declaration before use.
+//! checked against the embedded object's declaration before use, plus the two things aya
+//! does not offer: a store to the config map's shared mapping, and a wait for the
+//! programs in flight (see [`crate::sync`]).
 
 use std::{io, path::Path};
 
-use aya::maps::{HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, lpm_trie};
+use aya::maps::{HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuValues, lpm_trie};
 use datapath::{
-    CtKey, CtValue, EndpointInfo, IpcacheKey, IpcacheValue, MetricsValue, PolicyKey, PolicyValue,
-    Reason, map_names,
+    Config, CtKey, CtValue, EndpointInfo, FragKey, FragValue, HostKey, IpcacheKey, IpcacheValue,
+    MetricsValue, PolicyKey, PolicyValue, Reason, capacity, map_names, metrics_index,
 };
 
 use crate::{
@@ -14,6 +16,7 @@ use crate::{
     maps::{MapBackend, MapEntry, MapKey, MapName},
     pins::PinDir,
     spec::{MapLayout, ObjectSpec},
+    sync::{ConfigMapping, ReaderBarrier},
 };
 
 /// The bytes of an ipcache key after its prefix length, as aya's LPM key wants them:
@@ -22,11 +25,16 @@ type IpcacheData = [u8; 20];
 
 /// The datapath's maps, opened from a pin directory.
 pub struct KernelMaps {
+    config: ConfigMapping,
     endpoints: HashMap<MapData, u32, EndpointInfo>,
+    hosts: HashMap<MapData, HostKey, IpcacheValue>,
     ipcache: LpmTrie<MapData, IpcacheData, IpcacheValue>,
     policy: HashMap<MapData, PolicyKey, PolicyValue>,
     conntrack: HashMap<MapData, CtKey, CtValue>,
+    frags: HashMap<MapData, FragKey, FragValue>,
     metrics: PerCpuArray<MapData, MetricsValue>,
+    /// Made on the first wait: `status` never needs one.
+    barrier: Option<ReaderBarrier>,
 }
 
 impl KernelMaps {
@@ -37,16 +45,22 @@ impl KernelMaps {
         let wrap =
             |name: &str, source: MapError| RuntimeError::OpenMap { path: pins.map(name), source };
         Ok(KernelMaps {
+            config: ConfigMapping::new(open(map_names::CONFIG)?, &pins.map(map_names::CONFIG))?,
             endpoints: HashMap::try_from(Map::HashMap(open(map_names::ENDPOINTS)?))
                 .map_err(|e| wrap(map_names::ENDPOINTS, e))?,
+            hosts: HashMap::try_from(Map::HashMap(open(map_names::HOSTS)?))
+                .map_err(|e| wrap(map_names::HOSTS, e))?,
             ipcache: LpmTrie::try_from(Map::LpmTrie(open(map_names::IPCACHE)?))
                 .map_err(|e| wrap(map_names::IPCACHE, e))?,
             policy: HashMap::try_from(Map::HashMap(open(map_names::POLICY)?))
                 .map_err(|e| wrap(map_names::POLICY, e))?,
             conntrack: HashMap::try_from(Map::LruHashMap(open(map_names::CONNTRACK)?))
                 .map_err(|e| wrap(map_names::CONNTRACK, e))?,
+            frags: HashMap::try_from(Map::LruHashMap(open(map_names::FRAGS)?))
+                .map_err(|e| wrap(map_names::FRAGS, e))?,
             metrics: PerCpuArray::try_from(Map::PerCpuArray(open(map_names::METRICS)?))
                 .map_err(|e| wrap(map_names::METRICS, e))?,
+            barrier: None,
         })
     }
 }
@@ -129,11 +143,23 @@ impl MapBackend for KernelMaps {
     fn keys(&self, map: MapName) -> Result<Vec<MapKey>> {
         match map {
             MapName::Endpoints => collect_keys(self.endpoints.keys(), map, MapKey::Endpoint),
+            MapName::Hosts => collect_keys(self.hosts.keys(), map, MapKey::Host),
             MapName::Ipcache => {
                 collect_keys(self.ipcache.keys(), map, |k| MapKey::Ipcache(ipcache_from_aya(&k)))
             }
             MapName::Policy => collect_keys(self.policy.keys(), map, MapKey::Policy),
             MapName::Conntrack => collect_keys(self.conntrack.keys(), map, MapKey::Conntrack),
+            MapName::Frags => Ok(vec![]),
+        }
+    }
+
+    fn len(&self, map: MapName) -> Result<usize> {
+        match map {
+            // Only counted: the runtime never reads a fragment's entry.
+            MapName::Frags => {
+                collect_keys(self.frags.keys(), map, |_| MapKey::Endpoint(0)).map(|keys| keys.len())
+            }
+            other => self.keys(other).map(|keys| keys.len()),
         }
     }
 
@@ -141,6 +167,9 @@ impl MapBackend for KernelMaps {
         let result = match *key {
             MapKey::Endpoint(k) => {
                 found(self.endpoints.get(&k, 0)).map(|v| v.map(|v| MapEntry::Endpoint(k, v)))
+            }
+            MapKey::Host(k) => {
+                found(self.hosts.get(&k, 0)).map(|v| v.map(|v| MapEntry::Host(k, v)))
             }
             MapKey::Ipcache(k) => found(self.ipcache.get(&ipcache_to_aya(&k), 0))
                 .map(|v| v.map(|v| MapEntry::Ipcache(k, v))),
@@ -157,6 +186,7 @@ impl MapBackend for KernelMaps {
     fn update(&mut self, entry: &MapEntry) -> Result<()> {
         let result = match entry {
             MapEntry::Endpoint(k, v) => self.endpoints.insert(k, v, 0),
+            MapEntry::Host(k, v) => self.hosts.insert(k, v, 0),
             MapEntry::Ipcache(k, v) => self.ipcache.insert(&ipcache_to_aya(k), v, 0),
             MapEntry::Policy(k, v) => self.policy.insert(k, v, 0),
             MapEntry::Conntrack(k, v) => self.conntrack.insert(k, v, 0),
@@ -167,6 +197,7 @@ impl MapBackend for KernelMaps {
     fn delete(&mut self, key: &MapKey) -> Result<()> {
         let result = match key {
             MapKey::Endpoint(k) => self.endpoints.remove(k),
+            MapKey::Host(k) => self.hosts.remove(k),
             MapKey::Ipcache(k) => self.ipcache.remove(&ipcache_to_aya(k)),
             MapKey::Policy(k) => self.policy.remove(k),
             MapKey::Conntrack(k) => self.conntrack.remove(k),
@@ -175,12 +206,30 @@ impl MapBackend for KernelMaps {
             .map_err(|source| RuntimeError::DeleteMap { map: key.map().pin_name(), source })
     }
 
-    fn metrics(&self) -> Result<Vec<(Reason, MetricsValue)>> {
+    fn config(&self) -> Result<Config> {
+        Ok(self.config.read())
+    }
+
+    fn set_config(&mut self, config: &Config) -> Result<()> {
+        self.config.write(config);
+        Ok(())
+    }
+
+    fn wait_for_readers(&mut self) -> Result<()> {
+        let wait_err = |source| RuntimeError::WaitForReaders { source };
+        if self.barrier.is_none() {
+            self.barrier = Some(ReaderBarrier::new().map_err(wait_err)?);
+        }
+        self.barrier.as_ref().map_or(Ok(()), ReaderBarrier::wait).map_err(wait_err)
+    }
+
+    fn metrics(&self, row: u32) -> Result<Vec<(Reason, MetricsValue)>> {
         let read_err = |source| RuntimeError::ReadMap { map: map_names::METRICS, source };
         Reason::ALL
             .iter()
             .map(|reason| {
-                let per_cpu = self.metrics.get(&reason.metrics_index(), 0).map_err(read_err)?;
+                let index = metrics_index(row, *reason);
+                let per_cpu = self.metrics.get(&index, 0).map_err(read_err)?;
                 let sum = per_cpu.iter().fold(MetricsValue::default(), |acc, v| MetricsValue {
                     packets: acc.packets + v.packets,
                     bytes: acc.bytes + v.bytes,
@@ -188,6 +237,17 @@ impl MapBackend for KernelMaps {
                 Ok((*reason, sum))
             })
             .collect()
+    }
+
+    fn reset_metrics(&mut self, row: u32) -> Result<()> {
+        let write_err = |source| RuntimeError::WriteMap { map: map_names::METRICS, source };
+        let cpus = aya::util::nr_cpus().map_err(|(_, source)| RuntimeError::Cpus { source })?;
+        for slot in 0..capacity::REASONS {
+            let zeros = PerCpuValues::try_from(vec![MetricsValue::default(); cpus])
+                .map_err(|source| RuntimeError::Cpus { source })?;
+            self.metrics.set(row * capacity::REASONS + slot, zeros, 0).map_err(write_err)?;
+        }
+        Ok(())
     }
 }
 

@@ -10,8 +10,10 @@
 //! Code map:
 //! - [`maps`]: the [`MapBackend`] trait, the one seam for every map operation;
 //!   [`kernel`] implements it over aya, the tests over memory.
-//! - [`state`] and [`plan`]: desired and live map content, and the ordered writes and
-//!   deletes between them (the ordering argument is in [`plan`]).
+//! - [`state`] and [`plan`]: what a generation says and what the maps hold, and the
+//!   operations between them (the generation switch is argued in [`plan`]).
+//! - `sync`: the config map's shared mapping (the generation store) and the wait for
+//!   the programs in flight.
 //! - [`bindings`]: `NAME=NAMESPACE/POD` resolved to ifindex and endpoint entry.
 //! - [`spec`]: the embedded object's map layouts, checked against every pinned map.
 //! - [`pins`] and `links`: the pin directory and the pinned tcx links.
@@ -30,6 +32,7 @@ pub mod pins;
 pub mod plan;
 pub mod spec;
 pub mod state;
+mod sync;
 
 #[cfg(test)]
 mod testing;
@@ -37,10 +40,10 @@ mod testing;
 pub use bindings::{Binding, BoundInterface};
 pub use error::{Result, RuntimeError};
 pub use loader::{
-    ApplyReport, InstallReport, InterfaceStatus, MapUsage, Status, UninstallReport, apply, install,
-    status, uninstall,
+    ApplyOptions, ApplyReport, InstallReport, InterfaceStatus, MapUsage, Status, UninstallReport,
+    apply, install, status, uninstall,
 };
 pub use maps::{MapBackend, MapEntry, MapKey, MapName};
 pub use pins::{DEFAULT_PIN_DIR, Hook};
 pub use plan::{MapChanges, MapOp, Plan};
-pub use state::MapState;
+pub use state::{LiveMaps, MapState};

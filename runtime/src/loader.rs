@@ -6,11 +6,12 @@
 //! 2. prepare: bpffs, the pin directory and its lock, existing map pins checked against
 //!    the object, the object loaded with its maps created or reused by pin;
 //! 3. plan: the live maps read and compared with the desired state;
-//! 4. write: new and changed entries (see [`crate::plan`] for the order);
-//! 5. links: programs attached to interfaces that lack them (after the writes, so the
+//! 4. switch: the new state written into the idle generation slot, the generation
+//!    flipped, and the packets of the old generation waited for (see [`crate::plan`]);
+//! 5. links: programs attached to interfaces that lack them (after the switch, so the
 //!    first packet already meets the complete policy) and detached from interfaces no
-//!    longer bound (before the deletes, so they pass traffic rather than drop it);
-//! 6. delete: stale entries.
+//!    longer bound;
+//! 6. level: the retired slot brought level with the live one, stale keys deleted.
 //!
 //! The bindings of an apply are the node's complete set: an interface bound before and
 //! not named now loses its links and its endpoint entry.
@@ -23,7 +24,7 @@ use std::{
 
 use aya::{Ebpf, EbpfLoader, programs::SchedClassifier};
 use compiler::artifact::Artifact;
-use datapath::{EndpointInfo, MetricsValue, Reason, map_names};
+use datapath::{Config, EndpointPolicy, MetricsValue, Reason, map_names, slot_of};
 
 use crate::{
     bindings::{self, Binding, BoundInterface},
@@ -34,17 +35,49 @@ use crate::{
     pins::{DirLock, Hook, PinDir, check_bpffs},
     plan::{MapChanges, Plan},
     spec::ObjectSpec,
-    state::MapState,
+    state::{LiveMaps, MapState},
 };
 
 /// The maps the object pins by name, hence the map pins `uninstall` removes.
-const PINNED_MAPS: [&str; 5] = [
+const PINNED_MAPS: [&str; 10] = [
+    map_names::CONFIG,
     map_names::ENDPOINTS,
+    map_names::HOSTS,
     map_names::IPCACHE,
     map_names::POLICY,
     map_names::CONNTRACK,
+    map_names::FRAGS,
     map_names::METRICS,
+    map_names::EVENTS,
+    map_names::EVENTS_STATE,
 ];
+
+/// Verdict events each CPU may send per second, and at once after a quiet spell, unless
+/// [`ApplyOptions`] says otherwise: enough to see every drop of a misconfigured pod,
+/// too few for a flood of drops to cost the node noticeable CPU.
+pub const DEFAULT_EVENT_RATE: u32 = 1000;
+pub const DEFAULT_EVENT_BURST: u32 = 1000;
+
+/// Datapath settings an apply writes with the artifact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ApplyOptions {
+    /// Verdict events per second and CPU; 0 sends none.
+    pub event_rate: u32,
+    /// Events a CPU may send at once.
+    pub event_burst: u32,
+    /// Also send an event for every flow policy newly allows, not only for drops.
+    pub events_allowed: bool,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        ApplyOptions {
+            event_rate: DEFAULT_EVENT_RATE,
+            event_burst: DEFAULT_EVENT_BURST,
+            events_allowed: false,
+        }
+    }
+}
 
 /// What `install` found and did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -61,8 +94,12 @@ pub struct ApplyReport {
     /// The applied artifact's source digest.
     pub source_digest: [u8; 32],
     pub install: InstallReport,
-    /// Entries written and deleted, for the endpoints, ipcache and policy maps.
+    /// Keys added or changed and keys removed, for the maps an artifact fills.
     pub changes: Vec<(MapName, MapChanges)>,
+    /// Map operations performed: entry writes and deletes, and the generation flip.
+    pub operations: usize,
+    /// The live generation before and after the apply (equal when nothing changed).
+    pub generations: (u32, u32),
     /// Links created by this run.
     pub attached: Vec<(String, Hook)>,
     /// Links that were already in place.
@@ -88,9 +125,15 @@ pub struct UninstallReport {
 /// The node as `status` sees it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Status {
+    /// The live generation.
+    pub generation: u32,
+    /// The live artifact's source digest and checksum (zero before the first apply).
+    pub source_digest: [u8; 32],
+    pub artifact_checksum: [u8; 32],
     /// Entries and capacity of each keyed map.
     pub maps: Vec<MapUsage>,
-    /// Packet and byte counters per reason, summed over CPUs.
+    /// Packet and byte counters per reason, summed over CPUs and over the bound
+    /// interfaces plus the row of unbound ones.
     pub metrics: Vec<(Reason, MetricsValue)>,
     /// Every interface with an endpoint entry or a link pin, by name.
     pub interfaces: Vec<InterfaceStatus>,
@@ -108,10 +151,12 @@ pub struct InterfaceStatus {
     /// The name, or `ifindex N` for an endpoint entry whose interface is gone.
     pub name: String,
     pub ifindex: Option<u32>,
-    /// The endpoint entry, if the interface has one.
-    pub endpoint: Option<EndpointInfo>,
+    /// The endpoint in the live generation, if the interface is bound.
+    pub endpoint: Option<EndpointPolicy>,
     /// Hooks with a link pin.
     pub links: Vec<Hook>,
+    /// The interface's counters per reason (empty without an endpoint entry).
+    pub metrics: Vec<(Reason, MetricsValue)>,
 }
 
 /// A prepared node: pins checked, the object loaded, the directory locked.
@@ -236,7 +281,12 @@ pub fn install(pin_dir: &Path) -> Result<InstallReport> {
 /// documentation for the phases. The maps are compared with their live content, so an
 /// entry changed or added behind policyc's back is repaired, and an apply that changes
 /// nothing writes nothing.
-pub fn apply(pin_dir: &Path, artifact: &Artifact, bindings: &[Binding]) -> Result<ApplyReport> {
+pub fn apply(
+    pin_dir: &Path,
+    artifact: &Artifact,
+    bindings: &[Binding],
+    options: &ApplyOptions,
+) -> Result<ApplyReport> {
     let _span = tracing::info_span!("apply", pin_dir = %pin_dir.display()).entered();
     let bound = {
         let _span = tracing::info_span!("resolve").entered();
@@ -248,23 +298,42 @@ pub fn apply(pin_dir: &Path, artifact: &Artifact, bindings: &[Binding]) -> Resul
     let mut maps = KernelMaps::open(&node.pins, &node.spec)?;
     let plan = {
         let _span = tracing::info_span!("plan").entered();
-        Plan::new(&MapState::read(&maps)?, &desired)?
+        Plan::new(&LiveMaps::read(&maps)?, &desired)?
+    };
+    let config = Config {
+        generation: plan.next_generation(),
+        flags: if options.events_allowed { datapath::CONFIG_EVENTS_ALLOWED } else { 0 },
+        event_rate: options.event_rate,
+        event_burst: options.event_burst,
+        source_digest: artifact.source_digest,
+        artifact_checksum: checksum(artifact),
     };
     let mut report = ApplyReport {
         source_digest: artifact.source_digest,
         install: node.report.clone(),
-        changes: [MapName::Endpoints, MapName::Ipcache, MapName::Policy]
-            .into_iter()
-            .map(|map| (map, plan.changes(map)))
-            .collect(),
+        changes: plan.changes.clone(),
+        operations: plan.op_count(),
+        generations: (plan.generation, plan.next_generation()),
         ..ApplyReport::default()
     };
 
-    plan.write(&mut maps)?;
+    plan.switch(&mut maps, &config)?;
+    if maps.config()? != config {
+        // No flip (the maps already said this), but new settings or a new digest.
+        maps.set_config(&config)?;
+    }
     node.sync_links(&bound, &mut report)?;
-    plan.delete(&mut maps)?;
-    tracing::info!(writes = plan.writes.len(), deletes = plan.deletes.len(), "applied");
+    plan.settle(&mut maps)?;
+    tracing::info!(operations = report.operations, generation = plan.next_generation(), "applied");
     Ok(report)
+}
+
+/// The artifact's checksum, as its encoding ends with it.
+fn checksum(artifact: &Artifact) -> [u8; 32] {
+    let bytes = artifact.encode();
+    let mut sum = [0u8; 32];
+    sum.copy_from_slice(&bytes[bytes.len().saturating_sub(32)..]);
+    sum
 }
 
 /// Removes what policyc pinned in `pin_dir`: link pins first (which detaches the
@@ -332,25 +401,53 @@ fn status_of(
     link_pins: &[(String, Hook, PathBuf)],
     name_of: impl Fn(u32) -> Option<String>,
 ) -> Result<Status> {
-    let mut status = Status::default();
+    let config = maps.config()?;
+    let mut status = Status {
+        generation: config.generation,
+        source_digest: config.source_digest,
+        artifact_checksum: config.artifact_checksum,
+        ..Status::default()
+    };
     for map in MapName::ALL {
-        let entries = maps.keys(map)?.len();
+        let entries = maps.len(map)?;
         status.maps.push(MapUsage { map, entries, capacity: map.capacity() });
     }
-    status.metrics = maps.metrics()?;
+
+    let live = LiveMaps::read(maps)?;
+    let mut totals: BTreeMap<Reason, MetricsValue> = BTreeMap::new();
+    let mut add = |counters: &[(Reason, MetricsValue)]| {
+        for (reason, value) in counters {
+            let total = totals.entry(*reason).or_default();
+            total.packets += value.packets;
+            total.bytes += value.bytes;
+        }
+    };
+    add(&maps.metrics(0)?);
 
     let mut interfaces: BTreeMap<String, InterfaceStatus> = BTreeMap::new();
-    for (ifindex, info) in MapState::read(maps)?.endpoints {
-        let name = name_of(ifindex).unwrap_or_else(|| format!("ifindex {ifindex}"));
-        let entry = interfaces.entry(name.clone()).or_default();
-        *entry =
-            InterfaceStatus { name, ifindex: Some(ifindex), endpoint: Some(info), links: vec![] };
+    for (ifindex, info) in &live.endpoints {
+        let name = name_of(*ifindex).unwrap_or_else(|| format!("ifindex {ifindex}"));
+        let bound = info.slot[slot_of(live.generation)];
+        let metrics = maps.metrics(info.metrics_row)?;
+        add(&metrics);
+        interfaces.insert(
+            name.clone(),
+            InterfaceStatus {
+                name,
+                ifindex: Some(*ifindex),
+                endpoint: (bound.endpoint_id != 0).then_some(bound),
+                links: vec![],
+                metrics,
+            },
+        );
     }
     for (interface, hook, _) in link_pins {
         let entry = interfaces.entry(interface.clone()).or_default();
         entry.name.clone_from(interface);
         entry.links.push(*hook);
     }
+    status.metrics =
+        Reason::ALL.iter().map(|r| (*r, totals.get(r).copied().unwrap_or_default())).collect();
     status.interfaces = interfaces.into_values().collect();
     Ok(status)
 }
@@ -372,7 +469,7 @@ fn entries(dir: &Path) -> Result<Vec<PathBuf>> {
 
 #[cfg(test)]
 mod tests {
-    use datapath::Reason;
+    use datapath::{EndpointInfo, Reason};
 
     use super::*;
     use crate::testing::FakeMaps;
@@ -380,11 +477,24 @@ mod tests {
     #[test]
     fn status_merges_endpoint_entries_and_link_pins_by_interface() {
         let mut maps = FakeMaps::default();
-        let info =
-            EndpointInfo { endpoint_id: 1, identity: 256, ingress_table: 3, ..Default::default() };
-        maps.state.endpoints.insert(7, info);
-        maps.state.endpoints.insert(8, info);
-        maps.metrics = vec![(Reason::DropNoPolicy, MetricsValue { packets: 4, bytes: 240 })];
+        maps.live.generation = 3;
+        let bound = EndpointPolicy {
+            endpoint_id: 1,
+            identity: 256,
+            ingress_table: 3,
+            ..Default::default()
+        };
+        // Slot 1 is live at generation 3; interface 8 is unbound there.
+        let info = |live, row| EndpointInfo {
+            slot: [EndpointPolicy::default(), live],
+            metrics_row: row,
+            pad: 0,
+        };
+        maps.live.endpoints.insert(7, info(bound, 1));
+        maps.live.endpoints.insert(8, info(EndpointPolicy::default(), 2));
+        maps.metrics.insert((1, Reason::DropNoPolicy), MetricsValue { packets: 4, bytes: 240 });
+        maps.metrics.insert((0, Reason::DropNoEndpoint), MetricsValue { packets: 1, bytes: 60 });
+        maps.metrics.insert((9, Reason::DropNoPolicy), MetricsValue { packets: 100, bytes: 1 });
         let pins = [
             ("pw".to_owned(), Hook::Ingress, PathBuf::from("/p/links/pw_ingress")),
             ("pw".to_owned(), Hook::Egress, PathBuf::from("/p/links/pw_egress")),
@@ -393,6 +503,7 @@ mod tests {
 
         let status = status_of(&maps, &pins, |i| (i == 7).then(|| "pw".to_owned())).unwrap();
 
+        assert_eq!(status.generation, 3);
         let endpoints = status.maps.iter().find(|m| m.map == MapName::Endpoints).unwrap();
         assert_eq!((endpoints.entries, endpoints.capacity), (2, datapath::capacity::ENDPOINTS));
         let names: Vec<&str> = status.interfaces.iter().map(|i| i.name.as_str()).collect();
@@ -400,9 +511,14 @@ mod tests {
         let pw = &status.interfaces[2];
         assert_eq!(
             (pw.ifindex, pw.endpoint, pw.links.clone()),
-            (Some(7), Some(info), vec![Hook::Ingress, Hook::Egress])
+            (Some(7), Some(bound), vec![Hook::Ingress, Hook::Egress])
         );
+        assert_eq!(status.interfaces[0].endpoint, None, "unbound in the live slot");
         assert_eq!(status.interfaces[1].endpoint, None);
-        assert_eq!(status.metrics[0].1.packets, 4);
+        let total = |reason| status.metrics.iter().find(|(r, _)| *r == reason).unwrap().1.packets;
+        assert_eq!(total(Reason::DropNoPolicy), 4, "row 9 belongs to no interface");
+        assert_eq!(total(Reason::DropNoEndpoint), 1, "row 0 counts unbound interfaces");
+        let pw_drops = pw.metrics.iter().find(|(r, _)| *r == Reason::DropNoPolicy).unwrap();
+        assert_eq!(pw_drops.1.packets, 4);
     }
 }

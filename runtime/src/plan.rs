@@ -1,138 +1,237 @@
-//! The update planner: the entry writes and deletes that turn the live maps into the
-//! desired ones, in an order that never lets a packet see a verdict that is neither the
-//! old nor the new one (for the flows the argument covers, below).
+//! The update planner: the operations that take the live maps to a desired state so that
+//! every packet is judged wholly by the old state or wholly by the new one.
 //!
-//! The datapath decides a packet by the first entry present among its policy keys, in a
-//! fixed order of rank ([`PolicyKey::rank`]), and finds the peer's identity by longest prefix. For
-//! such lookups, writing every new or changed entry most specific first, then deleting
-//! every stale entry least specific first, keeps each lookup at its old or its new result
-//! after every single operation (see the update-ordering design note for the proof).
+//! Every value the runtime writes holds two copies, one per generation slot, and the
+//! datapath reads the generation once per packet and then only that generation's slot
+//! (see `policyc_maps.h`, "Generations"). An update therefore runs in four phases:
 //!
-//! Across maps, references go one way: endpoints name policy tables, the ipcache names
-//! identities, and policy entries are keyed by both. So the planner writes what is
-//! referenced before what refers to it, and deletes in the reverse order:
+//! 1. **prepare**: every key of the old or the new state is written with the old
+//!    generation's answer in the live slot and the new one's in the idle slot. Packets
+//!    read only the live slot, and a key new to the map gets in it what the old state
+//!    answers without it (see below), so nothing a packet sees changes.
+//! 2. **flip**: the generation is incremented with one aligned store. A packet that
+//!    reads it afterwards is judged wholly by the new state; the conntrack entries,
+//!    which cache a verdict together with the generation that took it, are re-checked.
+//! 3. **wait**: returns once every packet that read the old generation is done.
+//! 4. **level**: the retired slot is brought level with the live one and the keys of
+//!    the old state only are deleted. Nobody reads the retired slot any more, and a
+//!    deleted key holds in the live slot what the new state answers without it.
 //!
-//! 1. policy writes, ascending rank;
-//! 2. ipcache writes, longest prefix first;
-//! 3. endpoint writes, so an interface points at a table only once it is complete;
-//! 4. endpoint deletes;
-//! 5. ipcache deletes, shortest prefix first, so an address stops resolving to an identity
-//!    before that identity's entries go;
-//! 6. policy deletes, descending rank.
+//! "What a state answers without a key" is what makes inserts and deletes invisible:
+//! an absent endpoint or an endpoint with id 0 drops as unbound; an absent policy key or
+//! one whose verdict is `VERDICT_NONE` makes the datapath go on to its next key; and a
+//! prefix holds the identity of the longest other prefix of that state that contains
+//! it (or the world's), so adding or removing it changes no address's identity.
 //!
-//! A flow whose table and peer identity are the same before and after the update is
-//! therefore always judged as before or as after. A flow whose peer changes identity (or
-//! whose interface changes table) in the same update as the policy of those identities
-//! can, between steps 1 and 2, be judged by the new policy of its old identity: no
-//! order of single-entry writes avoids that in general. Steps 1-3 at least guarantee that
-//! a reference is only ever switched to a complete new table, so a new pod or identity is
-//! never dropped for lack of entries.
-//! FIXME: a per-endpoint atomic swap (map-in-map, as the design note describes) is the cure
-//! for identity and table changes; it needs a datapath change.
+//! When the live slot already answers as the new state (a repeated apply, or a re-run
+//! after an apply was interrupted between the flip and the end), there is no flip:
+//! the entries are levelled and the stale keys deleted, which changes no answer.
 //!
-//! Only entries that differ are written, so applying the same state twice writes nothing.
+//! An interrupted apply leaves the live slot as it was (before the flip) or as the new
+//! state (after it); the next apply reads the live maps, not a record of the last
+//! apply, and converges from either. A plan of a state the maps already hold is empty.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use datapath::{IpcacheKey, PolicyKey};
+use datapath::{
+    Config, EndpointInfo, EndpointPolicy, HostKey, IDENTITY_WORLD, IpcacheKey, IpcacheValue,
+    PolicyValue, PolicyVerdict, SLOTS, capacity, slot_of,
+};
 
 use crate::{
     error::{Result, RuntimeError},
     maps::{MapBackend, MapEntry, MapKey, MapName},
-    state::MapState,
+    state::{LiveMaps, MapState, endpoint_info},
 };
 
-/// One step of a plan.
+/// One operation of a plan, in execution order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MapOp {
+    /// Zero a metrics row before an interface takes it over.
+    ResetMetrics(u32),
     Write(MapEntry),
+    /// Make this generation the live one.
+    Flip(u32),
+    /// Wait for the packets judged in the old generation.
+    Wait,
     Delete(MapKey),
 }
 
-/// How many entries of one map a plan writes and deletes.
+/// What an update changes in one map, as the states differ (not counting the
+/// operations that carry it out).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MapChanges {
-    /// New or changed entries.
+    /// Keys added or whose value changes.
     pub written: usize,
-    /// Stale entries removed.
+    /// Keys removed.
     pub deleted: usize,
 }
 
-/// The operations of one update: all writes, then all deletes, each in the order the
-/// module documentation gives.
+/// The operations of one update; see the module documentation.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Plan {
-    pub writes: Vec<MapEntry>,
+    /// The live generation the plan was made against.
+    pub generation: u32,
+    /// Metrics rows of interfaces new to the endpoints map, zeroed first.
+    pub new_rows: Vec<u32>,
+    /// Phase 1: entries written with the new state in the idle slot.
+    pub prepare: Vec<MapEntry>,
+    /// Phases 2 and 3: whether the generation flips.
+    pub flip: bool,
+    /// Phase 4: entries brought level in both slots.
+    pub level: Vec<MapEntry>,
+    /// Phase 4: keys of the old state only.
     pub deletes: Vec<MapKey>,
+    /// What changes, per map, in [`MapName::APPLIED`] order.
+    pub changes: Vec<(MapName, MapChanges)>,
+}
+
+/// Which state a key is absent from.
+#[derive(Clone, Copy)]
+enum Side {
+    Old,
+    New,
 }
 
 impl Plan {
-    /// The operations to turn `current` into `desired`. Fails when a map would exceed
-    /// its capacity at the update's peak, before anything is written.
-    pub fn new(current: &MapState, desired: &MapState) -> Result<Plan> {
-        let mut plan = Plan::default();
+    /// The operations that take `live` to `desired`. Fails, before anything is written,
+    /// when a map could not hold the old and the new keys together.
+    pub fn new(live: &LiveMaps, desired: &MapState) -> Result<Plan> {
+        let s = slot_of(live.generation);
+        let old = live.view(s);
+        let state = |side| if matches!(side, Side::Old) { &old } else { desired };
+        let rows = assign_rows(live, desired)?;
 
-        let mut policy = changed(&current.policy, &desired.policy);
-        policy.sort_by_key(|(k, _)| (k.rank(), *k));
-        plan.writes.extend(policy.into_iter().map(|(k, v)| MapEntry::Policy(k, v)));
+        let stages = [
+            stage(
+                &live.endpoints,
+                &desired.endpoints,
+                s,
+                |_, _| EndpointPolicy::default(),
+                |k| endpoint_info([EndpointPolicy::default(); SLOTS], rows[k]),
+            )
+            .wrap(MapName::Endpoints, MapEntry::Endpoint, MapKey::Endpoint),
+            stage(
+                &live.hosts,
+                &desired.hosts,
+                s,
+                |k: &HostKey, side| {
+                    let full = k.prefix().prefix_bits();
+                    state(side).trie_match(k.family, k.addr, full + 1).unwrap_or(IDENTITY_WORLD)
+                },
+                |_| IpcacheValue::default(),
+            )
+            .wrap(MapName::Hosts, MapEntry::Host, MapKey::Host),
+            stage(
+                &live.ipcache,
+                &desired.ipcache,
+                s,
+                |k: &IpcacheKey, side| {
+                    let bits = k.prefix_bits();
+                    state(side).trie_match(k.family, k.addr, bits).unwrap_or(IDENTITY_WORLD)
+                },
+                |_| IpcacheValue::default(),
+            )
+            .wrap(MapName::Ipcache, MapEntry::Ipcache, MapKey::Ipcache),
+            stage(
+                &live.policy,
+                &desired.policy,
+                s,
+                |_, _| PolicyVerdict::default(),
+                |_| PolicyValue::default(),
+            )
+            .wrap(MapName::Policy, MapEntry::Policy, MapKey::Policy),
+        ];
 
-        let mut ipcache = changed(&current.ipcache, &desired.ipcache);
-        ipcache.sort_by_key(|(k, _)| (std::cmp::Reverse(k.prefixlen), *k));
-        plan.writes.extend(ipcache.into_iter().map(|(k, v)| MapEntry::Ipcache(k, v)));
-
-        let endpoints = changed(&current.endpoints, &desired.endpoints);
-        plan.writes.extend(endpoints.into_iter().map(|(k, v)| MapEntry::Endpoint(k, v)));
-
-        plan.deletes.extend(stale(&current.endpoints, &desired.endpoints).map(MapKey::Endpoint));
-
-        let mut ipcache: Vec<IpcacheKey> = stale(&current.ipcache, &desired.ipcache).collect();
-        ipcache.sort_by_key(|k| (k.prefixlen, *k));
-        plan.deletes.extend(ipcache.into_iter().map(MapKey::Ipcache));
-
-        let mut policy: Vec<PolicyKey> = stale(&current.policy, &desired.policy).collect();
-        policy.sort_by_key(|k| (std::cmp::Reverse(k.rank()), *k));
-        plan.deletes.extend(policy.into_iter().map(MapKey::Policy));
-
-        plan.check_capacity(current)?;
+        let flip = stages.iter().any(|st| st.differs);
+        let mut plan = Plan { generation: live.generation, flip, ..Plan::default() };
+        plan.new_rows = desired
+            .endpoints
+            .keys()
+            .filter(|k| !live.endpoints.contains_key(k))
+            .map(|k| rows[k])
+            .collect();
+        for st in stages {
+            plan.changes.push((st.map, st.changes));
+            plan.deletes.extend(st.deletes);
+            if flip {
+                plan.prepare.extend(st.prepare);
+                plan.level.extend(st.level_after_prepare);
+            } else {
+                // The live slot already answers as the new state: levelling and deleting
+                // change no answer, and a prepared value would only be levelled again.
+                plan.level.extend(st.level_now);
+            }
+        }
+        plan.check_capacity(live)?;
         Ok(plan)
     }
 
     /// True when the maps already hold the desired state.
     pub fn is_empty(&self) -> bool {
-        self.writes.is_empty() && self.deletes.is_empty()
+        self.prepare.is_empty() && self.level.is_empty() && self.deletes.is_empty() && !self.flip
+    }
+
+    /// The generation live after the plan.
+    pub fn next_generation(&self) -> u32 {
+        if self.flip { self.generation.wrapping_add(1) } else { self.generation }
+    }
+
+    /// Phases 1 to 3 in execution order: what must happen before a new interface may be
+    /// attached.
+    pub fn switch_ops(&self) -> impl Iterator<Item = MapOp> + '_ {
+        let rows = self.new_rows.iter().copied().map(MapOp::ResetMetrics);
+        let prepare = self.prepare.iter().copied().map(MapOp::Write);
+        let flip = self.flip.then_some([MapOp::Flip(self.next_generation()), MapOp::Wait]);
+        rows.chain(prepare).chain(flip.into_iter().flatten())
+    }
+
+    /// Phase 4 in execution order.
+    pub fn level_ops(&self) -> impl Iterator<Item = MapOp> + '_ {
+        let level = self.level.iter().copied().map(MapOp::Write);
+        level.chain(self.deletes.iter().copied().map(MapOp::Delete))
     }
 
     /// Every operation in execution order.
     pub fn ops(&self) -> impl Iterator<Item = MapOp> + '_ {
-        let writes = self.writes.iter().copied().map(MapOp::Write);
-        writes.chain(self.deletes.iter().copied().map(MapOp::Delete))
+        self.switch_ops().chain(self.level_ops())
     }
 
-    /// What the plan does to `map`.
+    /// Map operations (writes, deletes and the flip) the plan performs.
+    pub fn op_count(&self) -> usize {
+        self.ops().filter(|op| !matches!(op, MapOp::Wait | MapOp::ResetMetrics(_))).count()
+    }
+
+    /// What the plan changes in `map`.
     pub fn changes(&self, map: MapName) -> MapChanges {
-        MapChanges {
-            written: self.writes.iter().filter(|e| e.map() == map).count(),
-            deleted: self.deletes.iter().filter(|k| k.map() == map).count(),
-        }
+        self.changes.iter().find(|(m, _)| *m == map).map(|(_, c)| *c).unwrap_or_default()
     }
 
-    /// Runs the writes (steps 1-3).
-    pub fn write(&self, backend: &mut impl MapBackend) -> Result<()> {
-        let _span = tracing::debug_span!("write", entries = self.writes.len()).entered();
-        self.writes.iter().try_for_each(|entry| backend.update(entry))
+    /// Runs phases 1 to 3; `config` is written with the new generation at the flip.
+    pub fn switch(&self, backend: &mut impl MapBackend, config: &Config) -> Result<()> {
+        let _span = tracing::debug_span!("switch", writes = self.prepare.len()).entered();
+        self.switch_ops().try_for_each(|op| run(backend, op, config))
     }
 
-    /// Runs the deletes (steps 4-6).
-    pub fn delete(&self, backend: &mut impl MapBackend) -> Result<()> {
-        let _span = tracing::debug_span!("delete", entries = self.deletes.len()).entered();
-        self.deletes.iter().try_for_each(|key| backend.delete(key))
+    /// Runs phase 4.
+    pub fn settle(&self, backend: &mut impl MapBackend) -> Result<()> {
+        let _span =
+            tracing::debug_span!("level", writes = self.level.len(), deletes = self.deletes.len())
+                .entered();
+        self.level_ops().try_for_each(|op| run(backend, op, &Config::default()))
     }
 
-    /// A map holds its current entries plus every inserted key until the deletes run.
-    fn check_capacity(&self, current: &MapState) -> Result<()> {
-        for map in [MapName::Endpoints, MapName::Ipcache, MapName::Policy] {
-            let inserted = self.writes.iter().filter(|e| e.map() == map && !current.has(e));
-            let needed = current.len(map) + inserted.count();
+    /// A map holds the old keys and the new ones between phases 1 and 4.
+    fn check_capacity(&self, live: &LiveMaps) -> Result<()> {
+        for map in MapName::APPLIED {
+            let added: BTreeSet<MapKey> = self
+                .prepare
+                .iter()
+                .chain(&self.level)
+                .map(MapEntry::key)
+                .filter(|k| k.map() == map && !live.has(k))
+                .collect();
+            let needed = live.len(map) + added.len();
             if needed > map.capacity() as usize {
                 return Err(RuntimeError::Capacity {
                     map: map.pin_name(),
@@ -145,32 +244,173 @@ impl Plan {
     }
 }
 
-impl MapState {
-    /// True when the entry's key is present (with any value).
-    fn has(&self, entry: &MapEntry) -> bool {
-        match entry {
-            MapEntry::Endpoint(k, _) => self.endpoints.contains_key(k),
-            MapEntry::Ipcache(k, _) => self.ipcache.contains_key(k),
-            MapEntry::Policy(k, _) => self.policy.contains_key(k),
-            MapEntry::Conntrack(..) => false,
+/// Runs one operation; `config` supplies the fields written with a flip.
+pub fn run(backend: &mut impl MapBackend, op: MapOp, config: &Config) -> Result<()> {
+    match op {
+        MapOp::ResetMetrics(row) => backend.reset_metrics(row),
+        MapOp::Write(entry) => backend.update(&entry),
+        MapOp::Flip(generation) => backend.set_config(&Config { generation, ..*config }),
+        MapOp::Wait => backend.wait_for_readers(),
+        MapOp::Delete(key) => backend.delete(&key),
+    }
+}
+
+/// A value with one copy per generation slot.
+trait Slotted: Copy + PartialEq {
+    type Slot: Copy + PartialEq;
+    fn slot(&self, slot: usize) -> Self::Slot;
+    /// This value with its slots replaced (what is not per slot is kept).
+    fn with_slots(self, slots: [Self::Slot; SLOTS]) -> Self;
+}
+
+impl Slotted for EndpointInfo {
+    type Slot = EndpointPolicy;
+    fn slot(&self, slot: usize) -> EndpointPolicy {
+        self.slot[slot]
+    }
+    fn with_slots(self, slot: [EndpointPolicy; SLOTS]) -> Self {
+        EndpointInfo { slot, ..self }
+    }
+}
+
+impl Slotted for IpcacheValue {
+    type Slot = u32;
+    fn slot(&self, slot: usize) -> u32 {
+        self.identity[slot]
+    }
+    fn with_slots(self, identity: [u32; SLOTS]) -> Self {
+        IpcacheValue { identity }
+    }
+}
+
+impl Slotted for PolicyValue {
+    type Slot = PolicyVerdict;
+    fn slot(&self, slot: usize) -> PolicyVerdict {
+        self.slot[slot]
+    }
+    fn with_slots(self, slot: [PolicyVerdict; SLOTS]) -> Self {
+        PolicyValue { slot }
+    }
+}
+
+/// One map's part of a plan, before it is known whether the generation flips.
+struct Stage<K, V> {
+    /// Phase 1 writes.
+    prepare: Vec<(K, V)>,
+    /// Phase 4 writes after phase 1 ran.
+    level_after_prepare: Vec<(K, V)>,
+    /// The writes when there is no flip: the same values, compared with the map as is.
+    level_now: Vec<(K, V)>,
+    deletes: Vec<K>,
+    /// Whether some key answers otherwise in the new state than in the live slot.
+    differs: bool,
+    changes: MapChanges,
+}
+
+/// A [`Stage`] in terms of map entries.
+struct Staged {
+    map: MapName,
+    prepare: Vec<MapEntry>,
+    level_after_prepare: Vec<MapEntry>,
+    level_now: Vec<MapEntry>,
+    deletes: Vec<MapKey>,
+    differs: bool,
+    changes: MapChanges,
+}
+
+impl<K: Copy, V: Copy> Stage<K, V> {
+    fn wrap(
+        self,
+        map: MapName,
+        entry: impl Fn(K, V) -> MapEntry,
+        key: impl Fn(K) -> MapKey,
+    ) -> Staged {
+        let entries = |v: Vec<(K, V)>| v.into_iter().map(|(k, v)| entry(k, v)).collect();
+        Staged {
+            map,
+            prepare: entries(self.prepare),
+            level_after_prepare: entries(self.level_after_prepare),
+            level_now: entries(self.level_now),
+            deletes: self.deletes.into_iter().map(key).collect(),
+            differs: self.differs,
+            changes: self.changes,
         }
     }
 }
 
-/// Desired entries that are missing or hold another value, in key order.
-fn changed<K: Ord + Copy, V: PartialEq + Copy>(
+/// Plans one map. `absent(key, side)` is what that side's state answers for a key it
+/// does not have; `fresh(key)` is the value a key new to the map starts from.
+fn stage<K: Ord + Copy, V: Slotted>(
     current: &BTreeMap<K, V>,
-    desired: &BTreeMap<K, V>,
-) -> Vec<(K, V)> {
-    desired.iter().filter(|(k, v)| current.get(k) != Some(v)).map(|(k, v)| (*k, *v)).collect()
+    desired: &BTreeMap<K, V::Slot>,
+    live_slot: usize,
+    absent: impl Fn(&K, Side) -> V::Slot,
+    fresh: impl Fn(&K) -> V,
+) -> Stage<K, V> {
+    let mut stage = Stage {
+        prepare: vec![],
+        level_after_prepare: vec![],
+        level_now: vec![],
+        deletes: vec![],
+        differs: false,
+        changes: MapChanges::default(),
+    };
+    let keys: BTreeSet<&K> = current.keys().chain(desired.keys()).collect();
+    for &key in keys {
+        let now = current.get(&key).copied();
+        let live = now.map_or_else(|| absent(&key, Side::Old), |v| v.slot(live_slot));
+        let wanted = desired.get(&key).copied();
+        let new = wanted.unwrap_or_else(|| absent(&key, Side::New));
+        let base = now.unwrap_or_else(|| fresh(&key));
+
+        let mut slots = [new; SLOTS];
+        slots[live_slot] = live;
+        let prepared = base.with_slots(slots);
+        if now != Some(prepared) {
+            stage.prepare.push((key, prepared));
+        }
+        stage.differs |= live != new;
+
+        if wanted.is_some() {
+            let settled = base.with_slots([new; SLOTS]);
+            if prepared != settled {
+                stage.level_after_prepare.push((key, settled));
+            }
+            if now != Some(settled) {
+                stage.level_now.push((key, settled));
+            }
+            if now.is_none() || live != new {
+                stage.changes.written += 1;
+            }
+        } else {
+            stage.deletes.push(key);
+            if now.is_some() {
+                stage.changes.deleted += 1;
+            }
+        }
+    }
+    stage
 }
 
-/// Current keys the desired state does not have, in key order.
-fn stale<'a, K: Ord + Copy, V>(
-    current: &'a BTreeMap<K, V>,
-    desired: &'a BTreeMap<K, V>,
-) -> impl Iterator<Item = K> + 'a {
-    current.keys().filter(|k| !desired.contains_key(k)).copied()
+/// The metrics row of every interface of `desired`: its current one, or for an interface
+/// new to the map the lowest row no entry of the map holds (row 0 counts unbound
+/// interfaces and is never given out).
+fn assign_rows(live: &LiveMaps, desired: &MapState) -> Result<BTreeMap<u32, u32>> {
+    let used: BTreeSet<u32> = live.endpoints.values().map(|v| v.metrics_row).collect();
+    let mut free = (1..capacity::ENDPOINTS).filter(|row| !used.contains(row));
+    let mut rows = BTreeMap::new();
+    for ifindex in desired.endpoints.keys() {
+        let row = match live.endpoints.get(ifindex) {
+            Some(info) => info.metrics_row,
+            None => free.next().ok_or(RuntimeError::Capacity {
+                map: MapName::Endpoints.pin_name(),
+                needed: live.endpoints.len() + 1,
+                capacity: capacity::ENDPOINTS - 1,
+            })?,
+        };
+        rows.insert(*ifindex, row);
+    }
+    Ok(rows)
 }
 
 #[cfg(test)]

@@ -1,11 +1,17 @@
-//! The content of the maps the runtime owns, as plain sorted data: what the node should
-//! hold (from an artifact and the interface bindings) and what it holds now (read from
-//! the live maps, so any drift is seen and repaired).
+//! The content of the maps the runtime owns, as plain sorted data.
+//!
+//! Two views: [`MapState`] is what one generation says (the artifact's tables and the
+//! interface bindings, one value per key), and [`LiveMaps`] is what the kernel holds
+//! (both generation slots of every entry, the live generation and each interface's
+//! metrics row), read from the live maps so that any drift is seen and repaired.
 
 use std::collections::BTreeMap;
 
 use compiler::artifact::Artifact;
-use datapath::{EndpointInfo, IpcacheKey, IpcacheValue, PolicyKey, PolicyValue};
+use datapath::{
+    EndpointInfo, EndpointPolicy, HostKey, IDENTITY_WORLD, IpcacheKey, IpcacheValue, PolicyKey,
+    PolicyValue, PolicyVerdict, SLOTS, slot_of,
+};
 
 use crate::{
     bindings::BoundInterface,
@@ -13,79 +19,213 @@ use crate::{
     maps::{MapBackend, MapEntry, MapName},
 };
 
-/// The entries of the endpoints, ipcache and policy maps. Conntrack is not part of it:
-/// the datapath owns that map.
+/// What one generation of the maps says.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MapState {
-    pub endpoints: BTreeMap<u32, EndpointInfo>,
-    pub ipcache: BTreeMap<IpcacheKey, IpcacheValue>,
-    pub policy: BTreeMap<PolicyKey, PolicyValue>,
+    /// Bound interfaces; an interface absent here is not bound (its packets drop).
+    pub endpoints: BTreeMap<u32, EndpointPolicy>,
+    /// Full-length addresses and their identities.
+    pub hosts: BTreeMap<HostKey, u32>,
+    /// Shorter prefixes and their identities.
+    pub ipcache: BTreeMap<IpcacheKey, u32>,
+    /// Policy keys and their verdicts (never `VERDICT_NONE`).
+    pub policy: BTreeMap<PolicyKey, PolicyVerdict>,
 }
 
 impl MapState {
-    /// What the maps must hold for `artifact` with these interfaces bound: the
-    /// artifact's ipcache and policy as they are, and one endpoint entry per interface.
+    /// What the maps must say for `artifact` with these interfaces bound: the artifact's
+    /// prefixes split between the hosts map and the trie, its policy entries, and one
+    /// endpoint per interface.
     pub fn desired(artifact: &Artifact, bound: &[BoundInterface]) -> Result<MapState> {
         let mut state = MapState::default();
-        for (key, value) in &artifact.ipcache {
-            insert_unique(&mut state.ipcache, *key, *value, MapName::Ipcache)?;
+        for (key, identity) in &artifact.ipcache {
+            match HostKey::of_prefix(key) {
+                Some(host) => insert_unique(&mut state.hosts, host, *identity, MapName::Hosts)?,
+                None => insert_unique(&mut state.ipcache, *key, *identity, MapName::Ipcache)?,
+            }
         }
-        for (key, value) in &artifact.policy {
-            insert_unique(&mut state.policy, *key, *value, MapName::Policy)?;
+        for (key, verdict) in &artifact.policy {
+            insert_unique(&mut state.policy, *key, *verdict, MapName::Policy)?;
         }
         for interface in bound {
-            state.endpoints.insert(interface.ifindex, interface.info);
+            state.endpoints.insert(interface.ifindex, interface.policy);
         }
         Ok(state)
     }
 
+    /// Number of entries of `map` (0 for the maps the datapath owns).
+    pub fn len(&self, map: MapName) -> usize {
+        match map {
+            MapName::Endpoints => self.endpoints.len(),
+            MapName::Hosts => self.hosts.len(),
+            MapName::Ipcache => self.ipcache.len(),
+            MapName::Policy => self.policy.len(),
+            MapName::Conntrack | MapName::Frags => 0,
+        }
+    }
+
+    /// The identity the datapath gives `addr` (16 bytes, IPv4 in the first 4) in this
+    /// generation: its host entry, else its longest prefix, else the world.
+    pub fn identity_of(&self, family: u8, addr: [u8; 16]) -> u32 {
+        let host = HostKey { family, pad: [0; 3], addr };
+        if let Some(identity) = self.hosts.get(&host) {
+            return *identity;
+        }
+        let full = host.prefix().prefix_bits();
+        self.trie_match(family, addr, full + 1).unwrap_or(IDENTITY_WORLD)
+    }
+
+    /// The identity of the longest trie prefix shorter than `below` bits holding `addr`.
+    pub(crate) fn trie_match(&self, family: u8, addr: [u8; 16], below: u32) -> Option<u32> {
+        (0..below)
+            .rev()
+            .find_map(|bits| self.ipcache.get(&IpcacheKey::new(family, addr, bits)))
+            .copied()
+    }
+}
+
+/// What the kernel maps hold: both slots of every entry.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LiveMaps {
+    /// `config.generation`: its lowest bit is the live slot.
+    pub generation: u32,
+    pub endpoints: BTreeMap<u32, EndpointInfo>,
+    pub hosts: BTreeMap<HostKey, IpcacheValue>,
+    pub ipcache: BTreeMap<IpcacheKey, IpcacheValue>,
+    pub policy: BTreeMap<PolicyKey, PolicyValue>,
+}
+
+impl LiveMaps {
     /// What the live maps hold now.
-    pub fn read(backend: &impl MapBackend) -> Result<MapState> {
+    pub fn read(backend: &impl MapBackend) -> Result<LiveMaps> {
         let _span = tracing::debug_span!("read_maps").entered();
-        let mut state = MapState::default();
-        for map in [MapName::Endpoints, MapName::Ipcache, MapName::Policy] {
+        let mut live = LiveMaps { generation: backend.config()?.generation, ..LiveMaps::default() };
+        for map in MapName::APPLIED {
             for key in backend.keys(map)? {
                 // A key that vanished between listing and reading is simply absent now.
                 match backend.get(&key)? {
-                    Some(entry) => state.insert(entry),
+                    Some(entry) => live.insert(entry),
                     None => tracing::debug!(?key, "key vanished while reading"),
                 }
             }
         }
         tracing::debug!(
-            endpoints = state.endpoints.len(),
-            ipcache = state.ipcache.len(),
-            policy = state.policy.len(),
+            generation = live.generation,
+            endpoints = live.endpoints.len(),
+            hosts = live.hosts.len(),
+            ipcache = live.ipcache.len(),
+            policy = live.policy.len(),
             "read live maps"
         );
-        Ok(state)
+        Ok(live)
     }
 
-    /// Number of entries in `map` (0 for conntrack, which this state does not hold).
+    /// Maps that hold `state` in both slots, at `generation`, with metrics rows numbered
+    /// from 1 in ifindex order: what an apply of `state` onto empty maps leaves.
+    pub fn settled(state: &MapState, generation: u32) -> LiveMaps {
+        LiveMaps {
+            generation,
+            endpoints: state
+                .endpoints
+                .iter()
+                .zip(1..)
+                .map(|((k, v), row)| (*k, endpoint_info([*v; SLOTS], row)))
+                .collect(),
+            hosts: state
+                .hosts
+                .iter()
+                .map(|(k, v)| (*k, IpcacheValue { identity: [*v; SLOTS] }))
+                .collect(),
+            ipcache: state
+                .ipcache
+                .iter()
+                .map(|(k, v)| (*k, IpcacheValue { identity: [*v; SLOTS] }))
+                .collect(),
+            policy: state
+                .policy
+                .iter()
+                .map(|(k, v)| (*k, PolicyValue { slot: [*v; SLOTS] }))
+                .collect(),
+        }
+    }
+
+    /// What the generation in `slot` says: entries that slot leaves empty (an unbound
+    /// endpoint, a policy key without a verdict) are left out; prefixes are kept with
+    /// the identity the slot gives them.
+    pub fn view(&self, slot: usize) -> MapState {
+        MapState {
+            endpoints: self
+                .endpoints
+                .iter()
+                .filter(|(_, v)| v.slot[slot].endpoint_id != 0)
+                .map(|(k, v)| (*k, v.slot[slot]))
+                .collect(),
+            hosts: self.hosts.iter().map(|(k, v)| (*k, v.identity[slot])).collect(),
+            ipcache: self.ipcache.iter().map(|(k, v)| (*k, v.identity[slot])).collect(),
+            policy: self
+                .policy
+                .iter()
+                .filter(|(_, v)| v.slot[slot].verdict != datapath::VERDICT_NONE)
+                .map(|(k, v)| (*k, v.slot[slot]))
+                .collect(),
+        }
+    }
+
+    /// What the live generation says.
+    pub fn live_view(&self) -> MapState {
+        self.view(slot_of(self.generation))
+    }
+
+    /// Number of entries of `map` (0 for the maps the datapath owns).
     pub fn len(&self, map: MapName) -> usize {
         match map {
             MapName::Endpoints => self.endpoints.len(),
+            MapName::Hosts => self.hosts.len(),
             MapName::Ipcache => self.ipcache.len(),
             MapName::Policy => self.policy.len(),
-            MapName::Conntrack => 0,
+            MapName::Conntrack | MapName::Frags => 0,
         }
     }
 
     /// Stores `entry`, replacing any value under its key. Conntrack entries are ignored.
     pub fn insert(&mut self, entry: MapEntry) {
         match entry {
-            MapEntry::Endpoint(k, v) => {
-                self.endpoints.insert(k, v);
-            }
-            MapEntry::Ipcache(k, v) => {
-                self.ipcache.insert(k, v);
-            }
-            MapEntry::Policy(k, v) => {
-                self.policy.insert(k, v);
-            }
+            MapEntry::Endpoint(k, v) => drop(self.endpoints.insert(k, v)),
+            MapEntry::Host(k, v) => drop(self.hosts.insert(k, v)),
+            MapEntry::Ipcache(k, v) => drop(self.ipcache.insert(k, v)),
+            MapEntry::Policy(k, v) => drop(self.policy.insert(k, v)),
             MapEntry::Conntrack(..) => {}
         }
     }
+
+    /// Removes the entry under `key`, if any.
+    pub fn remove(&mut self, key: &crate::maps::MapKey) {
+        use crate::maps::MapKey;
+        match key {
+            MapKey::Endpoint(k) => drop(self.endpoints.remove(k)),
+            MapKey::Host(k) => drop(self.hosts.remove(k)),
+            MapKey::Ipcache(k) => drop(self.ipcache.remove(k)),
+            MapKey::Policy(k) => drop(self.policy.remove(k)),
+            MapKey::Conntrack(_) => {}
+        }
+    }
+
+    /// True when the entry's key is present (with any value).
+    pub fn has(&self, key: &crate::maps::MapKey) -> bool {
+        use crate::maps::MapKey;
+        match key {
+            MapKey::Endpoint(k) => self.endpoints.contains_key(k),
+            MapKey::Host(k) => self.hosts.contains_key(k),
+            MapKey::Ipcache(k) => self.ipcache.contains_key(k),
+            MapKey::Policy(k) => self.policy.contains_key(k),
+            MapKey::Conntrack(_) => false,
+        }
+    }
+}
+
+/// An endpoints value.
+pub(crate) fn endpoint_info(slot: [EndpointPolicy; SLOTS], metrics_row: u32) -> EndpointInfo {
+    EndpointInfo { slot, metrics_row, pad: 0 }
 }
 
 fn insert_unique<K: Ord + Copy + std::fmt::Debug, V: PartialEq + Copy>(

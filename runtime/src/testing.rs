@@ -3,57 +3,66 @@
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use datapath::{
-    CtKey, CtValue, DIR_INGRESS, FAMILY_IPV4, IDENTITY_ANY, IDENTITY_WORLD, IpcacheKey,
-    MetricsValue, PolicyKey, Reason, VERDICT_ALLOW,
+    Config, CtKey, CtValue, DIR_INGRESS, FAMILY_IPV4, IDENTITY_ANY, MetricsValue, PolicyKey,
+    PolicyVerdict, Reason, VERDICT_ALLOW,
 };
 
 use crate::{
     error::{Result, RuntimeError},
     maps::{MapBackend, MapEntry, MapKey, MapName},
     plan::MapOp,
-    state::MapState,
+    state::{LiveMaps, MapState},
 };
 
-/// Maps held in memory. Every write and delete is logged; `fail_after` makes the
-/// operation after that many successful ones fail, as a crash or a kernel error would.
+/// Maps held in memory. Every operation is logged; `fail_after` makes the operation after
+/// that many successful ones fail, as a crash or a kernel error would.
 #[derive(Debug, Default)]
 pub(crate) struct FakeMaps {
-    pub state: MapState,
+    /// The keyed maps and the generation.
+    pub live: LiveMaps,
+    /// The config fields other than the generation.
+    pub config: Config,
     pub conntrack: BTreeMap<CtKey, CtValue>,
-    pub metrics: Vec<(Reason, MetricsValue)>,
+    pub metrics: BTreeMap<(u32, Reason), MetricsValue>,
     pub log: Vec<MapOp>,
     pub fail_after: Option<usize>,
 }
 
 impl FakeMaps {
-    pub fn with_state(state: MapState) -> Self {
-        FakeMaps { state, ..FakeMaps::default() }
-    }
-
-    fn injected_failure(&self, map: MapName) -> Option<aya::maps::MapError> {
-        let fail = self.fail_after.is_some_and(|n| self.log.len() >= n);
-        fail.then(|| {
-            tracing::debug!(%map, "injected failure");
-            aya::maps::MapError::ElementNotFound
-        })
+    fn fail(&self, map: &'static str) -> Result<()> {
+        if self.fail_after.is_some_and(|n| self.log.len() >= n) {
+            tracing::debug!(map, "injected failure");
+            return Err(RuntimeError::WriteMap {
+                map,
+                source: aya::maps::MapError::ElementNotFound,
+            });
+        }
+        Ok(())
     }
 }
 
 impl MapBackend for FakeMaps {
     fn keys(&self, map: MapName) -> Result<Vec<MapKey>> {
-        let s = &self.state;
+        let s = &self.live;
         Ok(match map {
             MapName::Endpoints => s.endpoints.keys().map(|k| MapKey::Endpoint(*k)).collect(),
+            MapName::Hosts => s.hosts.keys().map(|k| MapKey::Host(*k)).collect(),
             MapName::Ipcache => s.ipcache.keys().map(|k| MapKey::Ipcache(*k)).collect(),
             MapName::Policy => s.policy.keys().map(|k| MapKey::Policy(*k)).collect(),
             MapName::Conntrack => self.conntrack.keys().map(|k| MapKey::Conntrack(*k)).collect(),
+            MapName::Frags => vec![],
         })
     }
 
+    fn len(&self, map: MapName) -> Result<usize> {
+        self.keys(map).map(|k| k.len())
+    }
+
     fn get(&self, key: &MapKey) -> Result<Option<MapEntry>> {
-        let s = &self.state;
+        let s = &self.live;
         Ok(match *key {
             MapKey::Endpoint(k) => s.endpoints.get(&k).map(|v| MapEntry::Endpoint(k, *v)),
+            MapKey::Host(k) => s.hosts.get(&k).map(|v| MapEntry::Host(k, *v)),
             MapKey::Ipcache(k) => s.ipcache.get(&k).map(|v| MapEntry::Ipcache(k, *v)),
             MapKey::Policy(k) => s.policy.get(&k).map(|v| MapEntry::Policy(k, *v)),
             MapKey::Conntrack(k) => self.conntrack.get(&k).map(|v| MapEntry::Conntrack(k, *v)),
@@ -61,36 +70,57 @@ impl MapBackend for FakeMaps {
     }
 
     fn update(&mut self, entry: &MapEntry) -> Result<()> {
-        if let Some(source) = self.injected_failure(entry.map()) {
-            return Err(RuntimeError::WriteMap { map: entry.map().pin_name(), source });
-        }
+        self.fail(entry.map().pin_name())?;
         match *entry {
-            MapEntry::Conntrack(k, v) => {
-                self.conntrack.insert(k, v);
-            }
-            other => self.state.insert(other),
+            MapEntry::Conntrack(k, v) => drop(self.conntrack.insert(k, v)),
+            other => self.live.insert(other),
         }
         self.log.push(MapOp::Write(*entry));
         Ok(())
     }
 
     fn delete(&mut self, key: &MapKey) -> Result<()> {
-        if let Some(source) = self.injected_failure(key.map()) {
-            return Err(RuntimeError::DeleteMap { map: key.map().pin_name(), source });
-        }
-        let s = &mut self.state;
+        self.fail(key.map().pin_name())?;
         match key {
-            MapKey::Endpoint(k) => drop(s.endpoints.remove(k)),
-            MapKey::Ipcache(k) => drop(s.ipcache.remove(k)),
-            MapKey::Policy(k) => drop(s.policy.remove(k)),
             MapKey::Conntrack(k) => drop(self.conntrack.remove(k)),
+            other => self.live.remove(other),
         }
         self.log.push(MapOp::Delete(*key));
         Ok(())
     }
 
-    fn metrics(&self) -> Result<Vec<(Reason, MetricsValue)>> {
-        Ok(self.metrics.clone())
+    fn config(&self) -> Result<Config> {
+        Ok(Config { generation: self.live.generation, ..self.config })
+    }
+
+    fn set_config(&mut self, config: &Config) -> Result<()> {
+        self.fail(datapath::map_names::CONFIG)?;
+        self.config = *config;
+        if config.generation != self.live.generation {
+            self.live.generation = config.generation;
+            self.log.push(MapOp::Flip(config.generation));
+        }
+        Ok(())
+    }
+
+    fn wait_for_readers(&mut self) -> Result<()> {
+        self.fail("barrier")?;
+        self.log.push(MapOp::Wait);
+        Ok(())
+    }
+
+    fn metrics(&self, row: u32) -> Result<Vec<(Reason, MetricsValue)>> {
+        Ok(Reason::ALL
+            .iter()
+            .map(|r| (*r, self.metrics.get(&(row, *r)).copied().unwrap_or_default()))
+            .collect())
+    }
+
+    fn reset_metrics(&mut self, row: u32) -> Result<()> {
+        self.fail(datapath::map_names::METRICS)?;
+        self.metrics.retain(|(r, _), _| *r != row);
+        self.log.push(MapOp::ResetMetrics(row));
+        Ok(())
     }
 }
 
@@ -118,11 +148,12 @@ pub(crate) enum Verdict {
     NoPolicy,
 }
 
-/// The table, its port block sizes and the peer identity a flow is judged with, or the
-/// verdict that comes first.
-pub(crate) fn resolve(state: &MapState, flow: &Flow) -> Result<(u32, u32, u32), Verdict> {
+/// The datapath's decision for `flow` given what one generation says: endpoint, table,
+/// peer identity (host entry, longest prefix, else world), then the first policy key
+/// present.
+pub(crate) fn judge(state: &MapState, flow: &Flow) -> Verdict {
     let Some(ep) = state.endpoints.get(&flow.ifindex) else {
-        return Err(Verdict::NoEndpoint);
+        return Verdict::NoEndpoint;
     };
     let (table, port_bits) = if flow.dir == DIR_INGRESS {
         (ep.ingress_table, ep.ingress_port_bits)
@@ -130,18 +161,11 @@ pub(crate) fn resolve(state: &MapState, flow: &Flow) -> Result<(u32, u32, u32), 
         (ep.egress_table, ep.egress_port_bits)
     };
     if table == 0 {
-        return Err(Verdict::NotEnforced);
+        return Verdict::NotEnforced;
     }
-    Ok((table, port_bits, peer_identity(state, flow.peer)))
-}
-
-/// The datapath's decision for `flow` given the maps in `state`: endpoint, table,
-/// ipcache longest prefix (else world), then the first policy key present.
-pub(crate) fn judge(state: &MapState, flow: &Flow) -> Verdict {
-    let (table, port_bits, identity) = match resolve(state, flow) {
-        Ok(found) => found,
-        Err(verdict) => return verdict,
-    };
+    let mut addr = [0u8; 16];
+    addr[..4].copy_from_slice(&flow.peer.octets());
+    let identity = state.identity_of(FAMILY_IPV4, addr);
     let entry = [identity, IDENTITY_ANY]
         .into_iter()
         .find_map(|identity| policy_for_identity(state, table, port_bits, identity, flow));
@@ -161,7 +185,7 @@ fn policy_for_identity<'a>(
     port_bits: u32,
     identity: u32,
     flow: &Flow,
-) -> Option<&'a datapath::PolicyValue> {
+) -> Option<&'a PolicyVerdict> {
     let key = |proto, port_bits, port| PolicyKey { table, identity, proto, port_bits, port };
     let blocks = flow.port.into_iter().flat_map(|port| {
         (1..=datapath::PORT_BITS)
@@ -170,16 +194,6 @@ fn policy_for_identity<'a>(
             .map(move |bits| key(flow.proto, bits, port & (u16::MAX << (16 - bits))))
     });
     blocks.chain([key(flow.proto, 0, 0), key(0, 0, 0)]).find_map(|k| state.policy.get(&k))
-}
-
-/// Longest-prefix match over the IPv4 entries of the ipcache, else the world identity.
-fn peer_identity(state: &MapState, peer: Ipv4Addr) -> u32 {
-    let mut addr = [0u8; 16];
-    addr[..4].copy_from_slice(&peer.octets());
-    (0..=32u32)
-        .rev()
-        .find_map(|bits| state.ipcache.get(&IpcacheKey::new(FAMILY_IPV4, addr, bits)))
-        .map_or(IDENTITY_WORLD, |v| v.identity)
 }
 
 /// SplitMix64: a small deterministic generator, so property tests need no dependency and

@@ -43,6 +43,8 @@ enum Command {
         #[arg(long = "iface", value_name = "NAME=NAMESPACE/POD", required = true)]
         interfaces: Vec<Binding>,
         #[command(flatten)]
+        options: EventArgs,
+        #[command(flatten)]
         pins: PinDirArg,
     },
     /// Show map usage, datapath counters and bound interfaces.
@@ -55,6 +57,31 @@ enum Command {
         #[command(flatten)]
         pins: PinDirArg,
     },
+}
+
+/// How many verdict events the datapath sends.
+#[derive(Debug, clap::Args)]
+struct EventArgs {
+    /// Verdict events each CPU may send per second (drops, and new flows with
+    /// --events-allowed); 0 sends none.
+    #[arg(long, value_name = "N", default_value_t = runtime::loader::DEFAULT_EVENT_RATE)]
+    event_rate: u32,
+    /// Events a CPU may send at once after a quiet spell.
+    #[arg(long, value_name = "N", default_value_t = runtime::loader::DEFAULT_EVENT_BURST)]
+    event_burst: u32,
+    /// Also report every flow that policy newly allows, not only drops.
+    #[arg(long)]
+    events_allowed: bool,
+}
+
+impl From<EventArgs> for runtime::ApplyOptions {
+    fn from(args: EventArgs) -> Self {
+        runtime::ApplyOptions {
+            event_rate: args.event_rate,
+            event_burst: args.event_burst,
+            events_allowed: args.events_allowed,
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -86,9 +113,9 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Apply { artifact, interfaces, pins } => {
+        Command::Apply { artifact, interfaces, options, pins } => {
             let artifact = read_artifact(&artifact)?;
-            let report = runtime::apply(&pins.pin_dir, &artifact, &interfaces)
+            let report = runtime::apply(&pins.pin_dir, &artifact, &interfaces, &options.into())
                 .with_context(|| format!("applying the artifact in {}", pins.pin_dir.display()))?;
             print_apply(&report);
         }
@@ -124,7 +151,8 @@ fn links(links: &[(String, Hook)]) -> String {
 }
 
 fn print_apply(report: &ApplyReport) {
-    println!("applied artifact {}", hex(&report.source_digest[..6]));
+    let (from, to) = report.generations;
+    println!("applied artifact {} (generation {from} -> {to})", hex(&report.source_digest[..6]));
     if !report.install.created.is_empty() {
         println!("  created maps: {}", report.install.created.join(", "));
     }
@@ -136,6 +164,7 @@ fn print_apply(report: &ApplyReport) {
             changes.deleted
         );
     }
+    println!("  map operations: {}", report.operations);
     println!("  attached: {}", links(&report.attached));
     println!("  already attached: {}", links(&report.kept));
     if !report.detached.is_empty() {
@@ -144,6 +173,12 @@ fn print_apply(report: &ApplyReport) {
 }
 
 fn print_status(status: &Status) {
+    println!(
+        "artifact {} (checksum {}), generation {}",
+        hex(&status.source_digest[..6]),
+        hex(&status.artifact_checksum[..6]),
+        status.generation
+    );
     println!("maps:");
     for usage in &status.maps {
         let percent = usage.entries as f64 * 100.0 / f64::from(usage.capacity);
