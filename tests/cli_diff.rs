@@ -54,8 +54,14 @@ fn a_stacked_policy_changes_the_ports_of_three_connections() {
         assert!(text.contains(&line), "missing {line:?} in\n{text}");
     }
     // x/a moves to a new table: one entry per y identity and port, plus the built-in
-    // host entry, written; the old table's four entries deleted.
-    assert!(text.contains("map operations: 7 write(s), 4 delete(s)\n"), "{text}");
+    // host entry, are new; the old table's four entries go. All eleven are prepared in
+    // the idle slot before the flip, the seven new ones levelled after it, the four old
+    // ones deleted.
+    assert!(text.contains("  policyc_policy: 7 written, 4 deleted\n"), "{text}");
+    assert!(
+        text.contains("map operations: 18 write(s), 4 delete(s), 1 generation flip\n"),
+        "{text}"
+    );
     assert!(text.contains("  ~ x/a: identity 256, ingress table"), "{text}");
 }
 
