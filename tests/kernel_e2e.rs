@@ -9,7 +9,14 @@
 
 mod kernel;
 
-use std::{fmt, path::Path, process::Command};
+use std::{
+    fmt,
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
 
 use compiler::artifact::Artifact;
 use datapath::{PolicyKey, PolicyValue, PolicyVerdict, SLOTS, VERDICT_ALLOW, VERDICT_DENY};
@@ -105,7 +112,7 @@ const CASES: [Case; 11] = [
         to: WEB,
         probe: Probe::Tcp(8080),
         allowed: false,
-        why: "web-ingress's podSelector only matches pods of prod",
+        why: "web-ingress's podSelector only matches pods of prod, and web-deny-dev denies it",
     },
     Case {
         from: CLIENT,
@@ -173,6 +180,7 @@ fn enforces_the_e2e_fixture_on_veth_pods() {
     assert_eq!(summary.matches("(ingress)").count() + summary.matches("(egress)").count(), 6);
 
     check_cases(&topology, "after apply");
+    observes_a_denied_connection_within_a_second(&topology);
 
     let again = topology.policyc_node(&apply_args);
     assert!(again.status.success(), "second apply failed: {}", text(&again));
@@ -204,6 +212,63 @@ fn enforces_the_e2e_fixture_on_veth_pods() {
     {
         panic!("after uninstall, {blocked_before} must pass again: {e}");
     }
+}
+
+/// `policyc-node observe` shows a denied connection with both sides' identities and
+/// labels and the rule that decided, within a second of the connection's first packet.
+fn observes_a_denied_connection_within_a_second(topology: &Topology) {
+    let args = ["observe", "--format", "json", "--verdict", "drop", "--endpoint", WEB];
+    let mut observe = topology
+        .policyc_node_command(&[&args[..], &["--protocol", "tcp", "--count", "1"]].concat())
+        .args(["--timeout", "30"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting policyc-node observe");
+
+    // It says on stderr when it watches; events judged before that are not shown.
+    let (ready_tx, ready) = mpsc::channel();
+    let stderr = observe.stderr.take().expect("piped stderr");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.starts_with("observing verdict events") {
+                let _ = ready_tx.send(());
+            } else {
+                eprintln!("observe: {line}");
+            }
+        }
+    });
+    ready.recv_timeout(Duration::from_secs(20)).expect("observe did not start watching");
+    let (event_tx, event) = mpsc::channel();
+    let stdout = observe.stdout.take().expect("piped stdout");
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = event_tx.send((Instant::now(), line));
+    });
+
+    let sent = Instant::now();
+    let (intruder, web) = (topology.pod(INTRUDER), topology.pod(WEB));
+    assert!(check(intruder, web, Probe::Tcp(8080), false).is_err(), "intruder -> web passed");
+    let (arrived, line) = event.recv_timeout(Duration::from_secs(20)).expect("no event shown");
+    let _ = observe.wait();
+    let latency = arrived.duration_since(sent);
+    eprintln!("observe showed the drop {latency:?} after the first packet: {line}");
+    assert!(latency < Duration::from_secs(1), "observe took {latency:?}");
+
+    let event: serde_json::Value = serde_json::from_str(&line).expect("observe prints JSON");
+    assert_eq!(event["reason"], "POLICYC_DROP_POLICY_DENY", "{event}");
+    assert_eq!(event["direction"], "ingress", "{event}");
+    assert_eq!(event["destination"]["endpoint"], WEB, "{event}");
+    assert_eq!(event["source"]["endpoint"], INTRUDER, "{event}");
+    assert_eq!(event["destination"]["port"], 8080, "{event}");
+    let labels = |side: &str| event[side]["labels"].to_string();
+    assert!(labels("destination").contains("k8s:app=web"), "{event}");
+    assert!(labels("source").contains("k8s:app=client"), "{event}");
+    assert!(labels("source").contains("k8s:io.kubernetes.pod.namespace=dev"), "{event}");
+    assert_eq!(event["rule"]["policy"], "CiliumNetworkPolicy prod/web-deny-dev", "{event}");
+    assert_eq!(event["rule"]["rule"], "ingressDeny[0]", "{event}");
+    assert!(event["rule"]["location"].as_str().unwrap_or("").contains("policies.yaml:"));
 }
 
 /// aya silently reuses a pinned map of the right name whatever its layout, so

@@ -194,6 +194,14 @@ pub enum RuntimeError {
         source: io::Error,
     },
 
+    /// The node's artifact store could not be read or written.
+    #[error("using the artifact store at {}", path.display())]
+    Store {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
     /// The number of possible CPUs, which sizes per-CPU values, could not be read.
     #[error("reading the number of possible CPUs")]
     Cpus {

@@ -18,6 +18,8 @@
 //! - [`spec`]: the embedded object's map layouts, checked against every pinned map.
 //! - [`pins`] and `links`: the pin directory and the pinned tcx links.
 //! - [`loader`]: `install`, `apply`, `uninstall`, `status`.
+//! - [`store`]: the node's copy of each applied artifact, by checksum;
+//!   [`observe`]: verdict events from the ring buffer, explained with it.
 //!
 //! Logging is through `tracing` only, with a span per phase; the binaries choose where
 //! it goes.
@@ -28,16 +30,19 @@ pub mod kernel;
 mod links;
 pub mod loader;
 pub mod maps;
+pub mod observe;
 pub mod pins;
 pub mod plan;
 pub mod spec;
 pub mod state;
+pub mod store;
 mod sync;
 
 #[cfg(test)]
 mod testing;
 
 pub use bindings::{Binding, BoundInterface};
+pub use datapath::{MetricsValue, Reason};
 pub use error::{Result, RuntimeError};
 pub use loader::{
     ApplyOptions, ApplyReport, InstallReport, InterfaceStatus, MapUsage, Status, UninstallReport,
@@ -47,3 +52,4 @@ pub use maps::{MapBackend, MapEntry, MapKey, MapName};
 pub use pins::{DEFAULT_PIN_DIR, Hook};
 pub use plan::{MapChanges, MapOp, Plan};
 pub use state::{LiveMaps, MapState};
+pub use store::{ArtifactStore, DEFAULT_STATE_DIR};

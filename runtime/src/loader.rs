@@ -36,6 +36,7 @@ use crate::{
     plan::{MapChanges, Plan},
     spec::ObjectSpec,
     state::{LiveMaps, MapState},
+    store::ArtifactStore,
 };
 
 /// The maps the object pins by name, hence the map pins `uninstall` removes.
@@ -58,9 +59,11 @@ const PINNED_MAPS: [&str; 10] = [
 pub const DEFAULT_EVENT_RATE: u32 = 1000;
 pub const DEFAULT_EVENT_BURST: u32 = 1000;
 
-/// Datapath settings an apply writes with the artifact.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Datapath settings an apply writes with the artifact, and where it keeps a copy.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApplyOptions {
+    /// The state directory whose artifact store receives the applied artifact.
+    pub state_dir: PathBuf,
     /// Verdict events per second and CPU; 0 sends none.
     pub event_rate: u32,
     /// Events a CPU may send at once.
@@ -72,6 +75,7 @@ pub struct ApplyOptions {
 impl Default for ApplyOptions {
     fn default() -> Self {
         ApplyOptions {
+            state_dir: PathBuf::from(crate::store::DEFAULT_STATE_DIR),
             event_rate: DEFAULT_EVENT_RATE,
             event_burst: DEFAULT_EVENT_BURST,
             events_allowed: false,
@@ -120,6 +124,8 @@ pub struct UninstallReport {
     pub foreign: Vec<PathBuf>,
     /// Whether the pin directory itself was removed.
     pub removed_dir: bool,
+    /// Artifacts removed from the state directory's store.
+    pub stored: Vec<PathBuf>,
 }
 
 /// The node as `status` sees it.
@@ -300,14 +306,20 @@ pub fn apply(
         let _span = tracing::info_span!("plan").entered();
         Plan::new(&LiveMaps::read(&maps)?, &desired)?
     };
+    let bytes = artifact.encode();
+    let mut checksum = [0u8; 32];
+    checksum.copy_from_slice(&bytes[bytes.len().saturating_sub(32)..]);
     let config = Config {
         generation: plan.next_generation(),
         flags: if options.events_allowed { datapath::CONFIG_EVENTS_ALLOWED } else { 0 },
         event_rate: options.event_rate,
         event_burst: options.event_burst,
         source_digest: artifact.source_digest,
-        artifact_checksum: checksum(artifact),
+        artifact_checksum: checksum,
     };
+    // Stored before it goes live, so that every event of it can be explained.
+    let store = ArtifactStore::new(&options.state_dir);
+    store.save(&checksum, &bytes)?;
     let mut report = ApplyReport {
         source_digest: artifact.source_digest,
         install: node.report.clone(),
@@ -324,24 +336,20 @@ pub fn apply(
     }
     node.sync_links(&bound, &mut report)?;
     plan.settle(&mut maps)?;
+    store.prune(&checksum)?;
     tracing::info!(operations = report.operations, generation = plan.next_generation(), "applied");
     Ok(report)
 }
 
-/// The artifact's checksum, as its encoding ends with it.
-fn checksum(artifact: &Artifact) -> [u8; 32] {
-    let bytes = artifact.encode();
-    let mut sum = [0u8; 32];
-    sum.copy_from_slice(&bytes[bytes.len().saturating_sub(32)..]);
-    sum
-}
-
 /// Removes what policyc pinned in `pin_dir`: link pins first (which detaches the
-/// programs), then map pins, then the directory if nothing else is in it. A missing
-/// directory is already uninstalled.
-pub fn uninstall(pin_dir: &Path) -> Result<UninstallReport> {
+/// programs), then map pins, then the directory if nothing else is in it; and the
+/// artifacts it stored in `state_dir`. A missing directory is already uninstalled.
+pub fn uninstall(pin_dir: &Path, state_dir: &Path) -> Result<UninstallReport> {
     let _span = tracing::info_span!("uninstall", pin_dir = %pin_dir.display()).entered();
-    let mut report = UninstallReport::default();
+    let mut report = UninstallReport {
+        stored: ArtifactStore::new(state_dir).clear()?,
+        ..UninstallReport::default()
+    };
     if pin_dir.symlink_metadata().is_err() {
         return Ok(report);
     }

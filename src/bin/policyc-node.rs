@@ -1,9 +1,12 @@
 //! `policyc-node`: enforces a compiled artifact on this node's interfaces.
 //!
 //! ```text
-//! policyc-node apply ARTIFACT --iface NAME=NAMESPACE/POD [--iface ...] [--pin-dir DIR]
-//! policyc-node status [--pin-dir DIR]
-//! policyc-node uninstall [--pin-dir DIR]
+//! policyc-node apply ARTIFACT --iface NAME=NAMESPACE/POD [--iface ...] [DIRS]
+//! policyc-node status [--format human|json] [DIRS]
+//! policyc-node observe [FILTERS] [--format human|json] [--count N] [--timeout SECS] [DIRS]
+//! policyc-node uninstall [DIRS]
+//!
+//! DIRS: --pin-dir DIR (bpffs: maps and links), --state-dir DIR (stored artifacts)
 //! ```
 //!
 //! Logs go to stderr (`RUST_LOG` sets the filter, `warn` by default); results go to
@@ -11,14 +14,17 @@
 #![expect(clippy::print_stdout, clippy::print_stderr, reason = "a command-line tool prints")]
 
 use std::{
+    io::Write as _,
     path::{Path, PathBuf},
     process::ExitCode,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 use compiler::artifact::Artifact;
 use runtime::{ApplyReport, Binding, Hook, Status, UninstallReport};
+use serde_json::json;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
@@ -47,16 +53,98 @@ enum Command {
         #[command(flatten)]
         pins: PinDirArg,
     },
-    /// Show map usage, datapath counters and bound interfaces.
+    /// Show the live artifact, map usage, datapath counters and bound interfaces.
     Status {
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
         #[command(flatten)]
         pins: PinDirArg,
     },
-    /// Detach the datapath from every interface and remove its pins.
+    /// Print verdict events as flows: drops (and, after `apply --events-allowed`, new
+    /// allowed flows) with both sides' identities, labels and the deciding rule.
+    /// Follows until interrupted, or until --count events or --timeout seconds.
+    Observe {
+        #[command(flatten)]
+        filter: FilterArgs,
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+        /// Stop after this many events were printed.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+        /// Stop after this many seconds.
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<f64>,
+        /// Also print the events that were waiting in the ring buffer, not only new ones.
+        #[arg(long)]
+        backlog: bool,
+        #[command(flatten)]
+        pins: PinDirArg,
+    },
+    /// Detach the datapath from every interface, remove its pins and stored artifacts.
     Uninstall {
         #[command(flatten)]
         pins: PinDirArg,
     },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    /// Text for people.
+    Human,
+    /// JSON (for observe: one object per line).
+    Json,
+}
+
+/// Which events `observe` prints.
+#[derive(Debug, clap::Args)]
+struct FilterArgs {
+    /// Only drops, or only allowed flows.
+    #[arg(long, value_enum)]
+    verdict: Option<VerdictArg>,
+    /// Only events at this endpoint (NAMESPACE/POD).
+    #[arg(long, value_name = "NAMESPACE/POD")]
+    endpoint: Option<String>,
+    /// Only events where either side has this security identity.
+    #[arg(long, value_name = "N")]
+    identity: Option<u32>,
+    /// Only events where either side's identity has this label (KEY or KEY=VALUE).
+    #[arg(long, value_name = "KEY[=VALUE]")]
+    label: Option<String>,
+    /// Only this protocol (tcp, udp, sctp, icmp, icmpv6 or a number).
+    #[arg(long, value_name = "PROTO", value_parser = parse_protocol)]
+    protocol: Option<u8>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum VerdictArg {
+    Drop,
+    Allow,
+}
+
+fn parse_protocol(text: &str) -> Result<u8, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "tcp" => Ok(6),
+        "udp" => Ok(17),
+        "sctp" => Ok(132),
+        "icmp" => Ok(1),
+        "icmpv6" => Ok(58),
+        other => other.parse().map_err(|_| format!("unknown protocol {text:?}")),
+    }
+}
+
+impl From<FilterArgs> for runtime::observe::Filter {
+    fn from(args: FilterArgs) -> Self {
+        runtime::observe::Filter {
+            drops: args.verdict.map(|v| v == VerdictArg::Drop),
+            endpoint: args.endpoint,
+            identity: args.identity,
+            label: args.label.map(|l| match l.split_once('=') {
+                Some((k, v)) => (k.to_owned(), Some(v.to_owned())),
+                None => (l, None),
+            }),
+            protocol: args.protocol,
+        }
+    }
 }
 
 /// How many verdict events the datapath sends.
@@ -74,12 +162,13 @@ struct EventArgs {
     events_allowed: bool,
 }
 
-impl From<EventArgs> for runtime::ApplyOptions {
-    fn from(args: EventArgs) -> Self {
+impl EventArgs {
+    fn options(self, state_dir: &Path) -> runtime::ApplyOptions {
         runtime::ApplyOptions {
-            event_rate: args.event_rate,
-            event_burst: args.event_burst,
-            events_allowed: args.events_allowed,
+            state_dir: state_dir.to_owned(),
+            event_rate: self.event_rate,
+            event_burst: self.event_burst,
+            events_allowed: self.events_allowed,
         }
     }
 }
@@ -89,6 +178,9 @@ struct PinDirArg {
     /// The bpffs directory holding the maps and links.
     #[arg(long, value_name = "DIR", default_value = runtime::DEFAULT_PIN_DIR)]
     pin_dir: PathBuf,
+    /// The directory where applied artifacts are kept, to explain events.
+    #[arg(long, value_name = "DIR", default_value = runtime::DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
 }
 
 fn main() -> ExitCode {
@@ -115,16 +207,23 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Apply { artifact, interfaces, options, pins } => {
             let artifact = read_artifact(&artifact)?;
-            let report = runtime::apply(&pins.pin_dir, &artifact, &interfaces, &options.into())
+            let options = options.options(&pins.state_dir);
+            let report = runtime::apply(&pins.pin_dir, &artifact, &interfaces, &options)
                 .with_context(|| format!("applying the artifact in {}", pins.pin_dir.display()))?;
             print_apply(&report);
         }
-        Command::Status { pins } => {
+        Command::Status { format, pins } => {
             let status = runtime::status(&pins.pin_dir)?;
-            print_status(&status);
+            match format {
+                Format::Human => print_status(&status),
+                Format::Json => println!("{:#}", status_json(&status)),
+            }
+        }
+        Command::Observe { filter, format, count, timeout, backlog, pins } => {
+            observe(&pins, &filter.into(), format, (count, timeout), backlog)?;
         }
         Command::Uninstall { pins } => {
-            let report = runtime::uninstall(&pins.pin_dir)?;
+            let report = runtime::uninstall(&pins.pin_dir, &pins.state_dir)?;
             print_uninstall(&pins.pin_dir, &report);
         }
     }
@@ -217,6 +316,175 @@ fn print_status(status: &Status) {
         let hooks = if hooks.is_empty() { "none".to_owned() } else { hooks.join("+") };
         println!("  {:<16} {endpoint}; links: {hooks}", interface.name);
     }
+}
+
+fn status_json(status: &Status) -> serde_json::Value {
+    let counters = |metrics: &[(runtime::Reason, runtime::MetricsValue)]| -> serde_json::Value {
+        metrics
+            .iter()
+            .map(|(reason, value)| {
+                json!({
+                    "reason": reason.c_name(),
+                    "code": reason.code(),
+                    "drop": reason.is_drop(),
+                    "packets": value.packets,
+                    "bytes": value.bytes,
+                })
+            })
+            .collect()
+    };
+    json!({
+        "generation": status.generation,
+        "source_digest": hex(&status.source_digest),
+        "artifact_checksum": hex(&status.artifact_checksum),
+        "maps": status.maps.iter().map(|m| json!({
+            "map": m.map.pin_name(),
+            "entries": m.entries,
+            "capacity": m.capacity,
+        })).collect::<Vec<_>>(),
+        "counters": counters(&status.metrics),
+        "interfaces": status.interfaces.iter().map(|i| json!({
+            "name": i.name,
+            "ifindex": i.ifindex,
+            "endpoint": i.endpoint.map(|e| json!({
+                "endpoint_id": e.endpoint_id,
+                "identity": e.identity,
+                "ingress_table": e.ingress_table,
+                "egress_table": e.egress_table,
+            })),
+            "links": i.links.iter().map(|h| h.name()).collect::<Vec<_>>(),
+            "counters": counters(&i.metrics),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Prints events as they arrive until `count` were printed or `timeout` passed.
+fn observe(
+    pins: &PinDirArg,
+    filter: &runtime::observe::Filter,
+    format: Format,
+    (count, timeout): (Option<u64>, Option<f64>),
+    backlog: bool,
+) -> Result<()> {
+    let mut observer = runtime::observe::Observer::open(&pins.pin_dir, &pins.state_dir, backlog)
+        .with_context(|| format!("observing the datapath in {}", pins.pin_dir.display()))?;
+    if !observer.has_artifact() {
+        eprintln!(
+            "note: the live artifact is not in {}; events show numbers instead of names",
+            pins.state_dir.display()
+        );
+    }
+    eprintln!("observing verdict events in {} (Ctrl-C stops)", pins.pin_dir.display());
+    let deadline = timeout.map(|s| Instant::now() + Duration::from_secs_f64(s.max(0.0)));
+    let mut printed = 0u64;
+    let mut out = std::io::stdout().lock();
+    loop {
+        let mut failed = None;
+        observer.drain(|seen| {
+            if failed.is_some() || !filter.matches(&seen) || count.is_some_and(|n| printed >= n) {
+                return;
+            }
+            let line = match format {
+                Format::Human => observed_text(&seen),
+                Format::Json => observed_json(&seen).to_string(),
+            };
+            if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+                failed = Some(e);
+            }
+            printed += 1;
+        })?;
+        if let Some(e) = failed {
+            // A closed pipe (`| head`) ends observation quietly.
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                return Ok(());
+            }
+            return Err(e).context("writing events");
+        }
+        if count.is_some_and(|n| printed >= n) || deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn party_text(party: &runtime::observe::Party) -> String {
+    let address = match (party.address, party.port) {
+        (Some(std::net::IpAddr::V6(a)), Some(p)) => format!("[{a}]:{p}"),
+        (Some(a), Some(p)) => format!("{a}:{p}"),
+        (Some(a), None) => a.to_string(),
+        (None, _) => "?".into(),
+    };
+    let name = party.endpoint.as_ref().map(|e| format!(" {e}")).unwrap_or_default();
+    let labels: Vec<String> = party
+        .labels
+        .iter()
+        .filter(|(k, _)| !k.contains("io.cilium.k8s.namespace.labels"))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let identity = if party.identity == 0 {
+        String::new()
+    } else if labels.is_empty() {
+        format!(" (identity {})", party.identity)
+    } else {
+        format!(" (identity {}: {})", party.identity, labels.join(","))
+    };
+    format!("{address}{name}{identity}")
+}
+
+fn observed_text(seen: &runtime::observe::Observed) -> String {
+    let verdict = if seen.is_drop() { "DROP" } else { "ALLOW" };
+    let reason =
+        seen.reason.map_or_else(|| seen.event.reason.to_string(), |r| r.label().to_owned());
+    let (source, destination) = seen.source_destination();
+    let rule = seen.rule.as_ref().map_or_else(
+        || {
+            if seen.reason == Some(runtime::Reason::DropNoPolicy) {
+                " by default deny: no rule allows it".to_owned()
+            } else {
+                String::new()
+            }
+        },
+        |r| format!(" by {} {} ({})", r.policy, r.rule, r.location),
+    );
+    format!(
+        "{verdict} {reason} {} {}: {} -> {}{rule}",
+        seen.direction,
+        seen.protocol,
+        party_text(source),
+        party_text(destination),
+    )
+}
+
+fn observed_json(seen: &runtime::observe::Observed) -> serde_json::Value {
+    let party = |p: &runtime::observe::Party| {
+        json!({
+            "address": p.address.map(|a| a.to_string()),
+            "port": p.port,
+            "identity": p.identity,
+            "labels": p.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
+            "endpoint": p.endpoint,
+        })
+    };
+    let (source, destination) = seen.source_destination();
+    json!({
+        "timestamp_ns": seen.event.timestamp_ns,
+        "verdict": if seen.is_drop() { "drop" } else { "allow" },
+        "reason": seen.reason.map(|r| r.c_name()),
+        "code": seen.event.reason,
+        "direction": seen.direction,
+        "protocol": seen.protocol,
+        "ifindex": seen.event.ifindex,
+        "generation": seen.event.generation,
+        "source": party(source),
+        "destination": party(destination),
+        "rule": seen.rule.as_ref().map(|r| json!({
+            "cookie": r.cookie,
+            "policy": r.policy,
+            "rule": r.rule,
+            "location": r.location,
+        })),
+        "length": seen.event.length,
+    })
 }
 
 fn print_uninstall(pin_dir: &Path, report: &UninstallReport) {

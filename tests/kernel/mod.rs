@@ -227,17 +227,26 @@ impl Topology {
             .unwrap_or_else(|| panic!("no pod {endpoint}"))
     }
 
-    /// `policyc-node ARGS --pin-dir <test pins>` inside the node namespace. `nsenter`
-    /// enters only the network namespace; `ip netns exec` would also remount /sys and
-    /// hide bpffs.
+    /// `policyc-node ARGS --pin-dir <test pins> --state-dir <test state>` inside the node
+    /// namespace. `nsenter` enters only the network namespace; `ip netns exec` would also
+    /// remount /sys and hide bpffs.
     pub fn policyc_node(&self, args: &[&str]) -> Output {
-        run(Command::new("nsenter")
+        run(&mut self.policyc_node_command(args))
+    }
+
+    /// The command [`Topology::policyc_node`] runs, to start it in the background.
+    pub fn policyc_node_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new("nsenter");
+        command
             .arg(format!("--net=/run/netns/{}", self.node))
             .arg(&self.node_binary)
             .args(args)
             .arg("--pin-dir")
             .arg(&self.pin_dir)
-            .env("RUST_LOG", "info"))
+            .arg("--state-dir")
+            .arg(self.work_dir.join("state"))
+            .env("RUST_LOG", "info");
+        command
     }
 }
 
