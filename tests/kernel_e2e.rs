@@ -7,6 +7,7 @@
 //! under `CI=true`, where it fails: see `kernel::available`.
 #![expect(clippy::print_stderr, reason = "the test reports its progress and why it skips")]
 
+#[allow(dead_code, reason = "each kernel test binary uses its own part of the harness")]
 mod kernel;
 
 use std::{

@@ -329,6 +329,7 @@ pub fn apply(
         ..ApplyReport::default()
     };
 
+    tracing::info!(operations = report.operations, flip = plan.flip, "writing the maps");
     plan.switch(&mut maps, &config)?;
     if maps.config()? != config {
         // No flip (the maps already said this), but new settings or a new digest.
