@@ -8,7 +8,9 @@
 //! - a flow both artifacts deny never gets a packet through;
 //! - a flow only one artifact allows switches exactly once per switch of artifacts
 //!   (its packets arrive in one unbroken run per period of the allowing artifact);
-//! - after a killed apply, the next apply converges, and one more writes nothing.
+//! - after a killed apply, the next apply converges, and one more writes nothing;
+//! - a pinned link that carries another program (as an older policyc-node leaves it)
+//!   gets this build's program in place, with no packet of an allowed flow lost.
 //!
 //! Needs root, bpffs and BPF, as `kernel_e2e` does (see `kernel::available`).
 #![expect(clippy::print_stderr, reason = "the test reports its progress and why it skips")]
@@ -155,6 +157,8 @@ fn updates_under_traffic_keep_every_flow_at_its_old_or_new_verdict() {
     let neither = port(NEITHER);
     assert!(neither.numbers.is_empty(), "a denied flow passed: {:?}", neither.runs());
 
+    replaces_an_older_program_without_a_gap(&topology, current, &run_apply);
+
     let switching = port(WIDE_ONLY);
     let runs = switching.runs();
     eprintln!("allowed by wide only: {wide_periods} wide periods, runs {runs:?}");
@@ -163,6 +167,47 @@ fn updates_under_traffic_keep_every_flow_at_its_old_or_new_verdict() {
         wide_periods,
         "the flow must pass in exactly one unbroken run per period of the wide artifact"
     );
+}
+
+/// Puts a pass-everything program on every pinned link, as if an older datapath were
+/// attached, then applies: every link must get this build's program back in place, with
+/// no packet of the stream both programs pass lost, and policy enforced again after.
+fn replaces_an_older_program_without_a_gap(
+    topology: &Topology,
+    artifact: &Path,
+    run_apply: &dyn Fn(&Path) -> (String, Duration),
+) {
+    let older = kernel::load_pass_all().expect("loading the stand-in program");
+    let links: Vec<PathBuf> = fs::read_dir(topology.pin_dir.join("links"))
+        .expect("listing link pins")
+        .map(|e| e.expect("a link pin").path())
+        .collect();
+    assert_eq!(links.len(), 2 * PODS.len(), "{links:?}");
+    for link in &links {
+        kernel::update_pinned_link(link, &older).expect("putting the stand-in on a link");
+    }
+    let (client, web) = (topology.pod(CLIENT), topology.pod(WEB));
+    assert!(
+        kernel::traffic::check(client, web, kernel::traffic::Probe::Udp(NEITHER), true).is_ok(),
+        "with the stand-in attached, nothing is enforced"
+    );
+
+    let streams = Streams::start(client, web, &[BOTH]);
+    std::thread::sleep(Duration::from_millis(200));
+    let (summary, _) = run_apply(artifact);
+    eprintln!("replacing the stand-in:\n{summary}");
+    std::thread::sleep(Duration::from_millis(200));
+    let received = streams.finish();
+    assert_eq!(summary.matches("(ingress)").count() + summary.matches("(egress)").count(), 6);
+    assert!(summary.contains("program replaced: "), "{summary}");
+    assert!(summary.contains("already attached: none"), "{summary}");
+    assert_eq!(received[0].runs(), [(0, received[0].sent - 1)], "packets lost in the switch");
+    assert!(
+        kernel::traffic::check(client, web, kernel::traffic::Probe::Udp(NEITHER), false).is_err(),
+        "policy is enforced again after the replacement"
+    );
+    let (again, _) = run_apply(artifact);
+    assert!(!again.contains("program replaced"), "the second apply keeps the links:\n{again}");
 }
 
 /// Compiles `fixtures/e2e` (narrow) and the same plus a policy that lets UDP 7000 from

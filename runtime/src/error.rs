@@ -137,6 +137,22 @@ pub enum RuntimeError {
         source: Box<ProgramError>,
     },
 
+    /// The kernel's list of loaded programs could not be read.
+    #[error("looking up loaded program {id}")]
+    QueryProgram {
+        id: u32,
+        #[source]
+        source: Box<ProgramError>,
+    },
+
+    /// The kernel could not describe a program this run loaded.
+    #[error("describing program {name}")]
+    ProgramInfo {
+        name: &'static str,
+        #[source]
+        source: Box<ProgramError>,
+    },
+
     /// A pin (map or link) or a pin directory could not be removed.
     #[error("removing {}", path.display())]
     Remove {

@@ -8,7 +8,8 @@
 use aya::programs::{
     LinkOrder, SchedClassifier, TcAttachType,
     links::{FdLink, PinnedLink},
-    tc::TcAttachOptions,
+    loaded_programs,
+    tc::{SchedClassifierLink, TcAttachOptions},
 };
 
 use crate::{
@@ -22,8 +23,8 @@ use crate::{
 pub(crate) enum LinkState {
     /// No pin.
     Missing,
-    /// The pinned link's program is attached there: nothing to do.
-    Live,
+    /// The pinned link's program (this id) is attached there.
+    Live { program_id: u32 },
     /// A pin whose link no longer carries the program there (the interface is gone or
     /// was replaced): the pin must be removed before a new link is pinned.
     Stale,
@@ -57,7 +58,45 @@ pub(crate) fn link_state(pins: &PinDir, interface: &str, hook: Hook) -> Result<L
             }
         })?;
     let live = attached.iter().any(|program| program.id() == program_id);
-    Ok(if live { LinkState::Live } else { LinkState::Stale })
+    Ok(if live { LinkState::Live { program_id } } else { LinkState::Stale })
+}
+
+/// The tag of loaded program `id`: the kernel's hash of its instructions, equal for two
+/// loads of the same program (map references aside), different when the code differs.
+pub(crate) fn program_tag(id: u32) -> Result<Option<u64>> {
+    for info in loaded_programs() {
+        let info = info.map_err(|source| RuntimeError::QueryProgram { id, source: Box::new(source) })?;
+        if info.id() == id {
+            return Ok(Some(info.tag()));
+        }
+    }
+    Ok(None)
+}
+
+/// Puts `program` on the link pinned for `interface` at `hook` in place of the program
+/// it carries, in one `BPF_LINK_UPDATE`: every packet meets the old program or the new
+/// one, never none. The program must be loaded.
+pub(crate) fn replace(
+    program: &mut SchedClassifier,
+    pins: &PinDir,
+    interface: &str,
+    hook: Hook,
+) -> Result<()> {
+    let path = pins.link(interface, hook);
+    let open_err = |source| RuntimeError::OpenLink { path: path.clone(), source: Box::new(source) };
+    let link = FdLink::from(PinnedLink::from_pin(&path).map_err(open_err)?);
+    let link = SchedClassifierLink::try_from(link).map_err(open_err)?;
+    let replace_err = |source| RuntimeError::Attach {
+        program: hook.program(),
+        hook: hook.name(),
+        interface: interface.to_owned(),
+        source: Box::new(source),
+    };
+    let id = program.attach_to_link(link).map_err(replace_err)?;
+    // The pin holds the link; this process's handle goes without detaching anything.
+    drop(program.take_link(id).map_err(replace_err)?);
+    tracing::debug!(interface, hook = hook.name(), "program replaced on the pinned link");
+    Ok(())
 }
 
 /// Attaches `program` at `hook` of `interface` with tcx (after any program already

@@ -106,8 +106,11 @@ pub struct ApplyReport {
     pub generations: (u32, u32),
     /// Links created by this run.
     pub attached: Vec<(String, Hook)>,
-    /// Links that were already in place.
+    /// Links that were already in place with this build's program.
     pub kept: Vec<(String, Hook)>,
+    /// Links that carried another program (an older datapath) and now carry this
+    /// build's, replaced in place with no moment without a program.
+    pub replaced: Vec<(String, Hook)>,
     /// Links removed because their interface is no longer bound (or is gone).
     pub detached: Vec<(String, Hook)>,
 }
@@ -240,8 +243,21 @@ impl Node {
             for hook in Hook::BOTH {
                 let name = interface.interface.as_str();
                 match links::link_state(&self.pins, name, hook)? {
-                    LinkState::Live => {
-                        report.kept.push((name.to_owned(), hook));
+                    LinkState::Live { program_id } => {
+                        self.load_programs()?;
+                        let ours = self.program(hook)?.info().map_err(|source| {
+                            RuntimeError::ProgramInfo {
+                                name: hook.program(),
+                                source: Box::new(source),
+                            }
+                        })?;
+                        if links::program_tag(program_id)? == Some(ours.tag()) {
+                            report.kept.push((name.to_owned(), hook));
+                        } else {
+                            let pins = self.pins.clone();
+                            links::replace(self.program(hook)?, &pins, name, hook)?;
+                            report.replaced.push((name.to_owned(), hook));
+                        }
                         continue;
                     }
                     LinkState::Stale => {

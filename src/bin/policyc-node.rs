@@ -266,6 +266,9 @@ fn print_apply(report: &ApplyReport) {
     println!("  map operations: {}", report.operations);
     println!("  attached: {}", links(&report.attached));
     println!("  already attached: {}", links(&report.kept));
+    if !report.replaced.is_empty() {
+        println!("  program replaced: {}", links(&report.replaced));
+    }
     if !report.detached.is_empty() {
         println!("  detached: {}", links(&report.detached));
     }

@@ -126,6 +126,87 @@ pub fn pin_object(fd: &OwnedFd, path: &Path) -> std::io::Result<()> {
     if rc < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
 }
 
+/// Loads a tc program that passes every packet (`r0 = TC_ACT_OK; exit`), standing in
+/// for an older datapath on a link. Built from raw instructions: no compiler needed.
+pub fn load_pass_all() -> std::io::Result<OwnedFd> {
+    /// The first fields of `union bpf_attr` for `BPF_PROG_LOAD`.
+    #[repr(C)]
+    struct ProgLoad {
+        prog_type: u32,
+        insn_cnt: u32,
+        insns: u64,
+        license: u64,
+    }
+    const BPF_PROG_LOAD: libc::c_long = 5;
+    const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
+    // mov r0, 0 (TC_ACT_OK); exit. Each instruction: opcode, registers, offset, immediate.
+    let insns: [[u8; 8]; 2] = [[0xb7, 0, 0, 0, 0, 0, 0, 0], [0x95, 0, 0, 0, 0, 0, 0, 0]];
+    let license = c"GPL";
+    let attr = ProgLoad {
+        prog_type: BPF_PROG_TYPE_SCHED_CLS,
+        insn_cnt: insns.len() as u32,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+    };
+    // SAFETY: `attr` is a valid prefix of bpf_attr; its pointers refer to locals that
+    // outlive the call.
+    let fd = unsafe {
+        libc::syscall(libc::SYS_bpf, BPF_PROG_LOAD, &attr, size_of::<ProgLoad>() as libc::c_uint)
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the syscall returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Puts `program` on the link pinned at `path` (`BPF_LINK_UPDATE`), as an older version
+/// of policyc-node would have left it.
+pub fn update_pinned_link(path: &Path, program: &OwnedFd) -> std::io::Result<()> {
+    #[repr(C)]
+    struct ObjGet {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+    }
+    #[repr(C)]
+    struct LinkUpdate {
+        link_fd: u32,
+        new_prog_fd: u32,
+        flags: u32,
+        old_prog_fd: u32,
+    }
+    const BPF_OBJ_GET: libc::c_long = 7;
+    const BPF_LINK_UPDATE: libc::c_long = 29;
+    let c_path = CString::new(path.as_os_str().as_bytes())?;
+    let get = ObjGet { pathname: c_path.as_ptr() as u64, bpf_fd: 0, file_flags: 0 };
+    // SAFETY: `get` is a valid prefix of bpf_attr whose path points into `c_path`.
+    let link = unsafe {
+        libc::syscall(libc::SYS_bpf, BPF_OBJ_GET, &get, size_of::<ObjGet>() as libc::c_uint)
+    };
+    if link < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: BPF_OBJ_GET returned a new descriptor that nothing else owns.
+    let link = unsafe { OwnedFd::from_raw_fd(link as RawFd) };
+    let update = LinkUpdate {
+        link_fd: link.as_raw_fd() as u32,
+        new_prog_fd: program.as_raw_fd() as u32,
+        flags: 0,
+        old_prog_fd: 0,
+    };
+    // SAFETY: `update` is a valid prefix of bpf_attr; both descriptors are open.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_LINK_UPDATE,
+            &update,
+            size_of::<LinkUpdate>() as libc::c_uint,
+        )
+    };
+    if rc < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+}
+
 /// Runs a command to completion; a command that cannot start is reported in the output.
 pub fn run(command: &mut Command) -> Output {
     command.output().unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"))
