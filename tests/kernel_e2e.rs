@@ -22,21 +22,12 @@ use std::{
 use compiler::artifact::Artifact;
 use datapath::{PolicyKey, PolicyValue, PolicyVerdict, SLOTS, VERDICT_ALLOW, VERDICT_DENY};
 use kernel::{
-    Topology, must, text,
+    Topology,
+    artifacts::{CLIENT, INTRUDER, PODS, WEB},
+    must, text,
     traffic::{Probe, check},
 };
 use runtime::{MapBackend, MapEntry, MapKey, kernel::KernelMaps, pins::PinDir, spec::ObjectSpec};
-
-const WEB: &str = "prod/web";
-const CLIENT: &str = "prod/client";
-const INTRUDER: &str = "dev/intruder";
-
-/// The pods of `fixtures/e2e/cluster.yaml`: endpoint, tag for names, address.
-const PODS: [(&str, &str, [u8; 4]); 3] = [
-    (WEB, "w", [198, 18, 0, 10]),
-    (CLIENT, "c", [198, 18, 0, 11]),
-    (INTRUDER, "i", [198, 18, 0, 12]),
-];
 
 /// One expectation of `fixtures/e2e/policies.yaml`.
 struct Case {

@@ -218,6 +218,14 @@ pub enum RuntimeError {
         source: io::Error,
     },
 
+    /// The metrics address could not be bound.
+    #[error("serving metrics on {addr}")]
+    Metrics {
+        addr: String,
+        #[source]
+        source: io::Error,
+    },
+
     /// The number of possible CPUs, which sizes per-CPU values, could not be read.
     #[error("reading the number of possible CPUs")]
     Cpus {

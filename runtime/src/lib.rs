@@ -20,6 +20,8 @@
 //! - [`loader`]: `install`, `apply`, `uninstall`, `status`.
 //! - [`store`]: the node's copy of each applied artifact, by checksum;
 //!   [`observe`]: verdict events from the ring buffer, explained with it.
+//! - [`watch`]: the daemon that applies the newest artifact of a directory and serves
+//!   Prometheus metrics.
 //!
 //! Logging is through `tracing` only, with a span per phase; the binaries choose where
 //! it goes.
@@ -37,6 +39,7 @@ pub mod spec;
 pub mod state;
 pub mod store;
 mod sync;
+pub mod watch;
 
 #[cfg(test)]
 mod testing;

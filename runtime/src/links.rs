@@ -65,7 +65,8 @@ pub(crate) fn link_state(pins: &PinDir, interface: &str, hook: Hook) -> Result<L
 /// loads of the same program (map references aside), different when the code differs.
 pub(crate) fn program_tag(id: u32) -> Result<Option<u64>> {
     for info in loaded_programs() {
-        let info = info.map_err(|source| RuntimeError::QueryProgram { id, source: Box::new(source) })?;
+        let info =
+            info.map_err(|source| RuntimeError::QueryProgram { id, source: Box::new(source) })?;
         if info.id() == id {
             return Ok(Some(info.tag()));
         }

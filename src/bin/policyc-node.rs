@@ -4,6 +4,7 @@
 //! policyc-node apply ARTIFACT --iface NAME=NAMESPACE/POD [--iface ...] [DIRS]
 //! policyc-node status [--format human|json] [DIRS]
 //! policyc-node observe [FILTERS] [--format human|json] [--count N] [--timeout SECS] [DIRS]
+//! policyc-node watch DIR --iface NAME=NAMESPACE/POD ... [--metrics ADDR] [DIRS]
 //! policyc-node uninstall [DIRS]
 //!
 //! DIRS: --pin-dir DIR (bpffs: maps and links), --state-dir DIR (stored artifacts)
@@ -30,6 +31,9 @@ use tracing_subscriber::EnvFilter;
 #[derive(Debug, Parser)]
 #[command(name = "policyc-node", version, about = "Enforce a policyc artifact on this node")]
 struct Cli {
+    /// How logs are written to stderr: text for people, or JSON lines for collectors.
+    #[arg(long, value_enum, default_value_t = Format::Human, global = true)]
+    log_format: Format,
     #[command(subcommand)]
     command: Command,
 }
@@ -77,6 +81,30 @@ enum Command {
         /// Also print the events that were waiting in the ring buffer, not only new ones.
         #[arg(long)]
         backlog: bool,
+        #[command(flatten)]
+        pins: PinDirArg,
+    },
+    /// Run as the node daemon: apply the newest `*.artifact` file of DIR whenever it
+    /// changes (a GitOps pull writes there), re-apply it now and then to repair drift,
+    /// and serve Prometheus metrics. Stopping it (any signal) leaves enforcement as it
+    /// is; a restart re-applies and writes nothing if nothing changed.
+    Watch {
+        /// The directory to watch.
+        dir: PathBuf,
+        /// A host-side interface and the endpoint whose traffic it carries.
+        #[arg(long = "iface", value_name = "NAME=NAMESPACE/POD", required = true)]
+        interfaces: Vec<Binding>,
+        /// Seconds between looks at the directory.
+        #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+        interval: f64,
+        /// Seconds between re-applies of an unchanged artifact.
+        #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+        resync: f64,
+        /// Address of the metrics endpoint (GET /metrics); `off` serves none.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464")]
+        metrics: String,
+        #[command(flatten)]
+        options: EventArgs,
         #[command(flatten)]
         pins: PinDirArg,
     },
@@ -184,14 +212,17 @@ struct PinDirArg {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let cli = Cli::parse();
+    // The daemon reports what it does; the one-shot commands only warnings.
+    let default = if matches!(cli.command, Command::Watch { .. }) { "info" } else { "warn" };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        Format::Human => logs.init(),
+        Format::Json => logs.json().init(),
+    }
 
-    match run(Cli::parse()) {
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error}");
@@ -221,6 +252,25 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Observe { filter, format, count, timeout, backlog, pins } => {
             observe(&pins, &filter.into(), format, (count, timeout), backlog)?;
+        }
+        Command::Watch { dir, interfaces, interval, resync, metrics, options, pins } => {
+            let metrics = match metrics.as_str() {
+                "off" => None,
+                addr => Some(addr.parse().with_context(|| format!("metrics address {addr}"))?),
+            };
+            let seconds = |s: f64| Duration::from_secs_f64(s.max(0.01));
+            let options = runtime::watch::WatchOptions {
+                dir,
+                pin_dir: pins.pin_dir.clone(),
+                bindings: interfaces,
+                apply: options.options(&pins.state_dir),
+                interval: seconds(interval),
+                resync: seconds(resync),
+                metrics,
+            };
+            // Runs until the process is stopped: the daemon keeps no state of its own.
+            let never = std::sync::atomic::AtomicBool::new(false);
+            runtime::watch::watch(&options, &never)?;
         }
         Command::Uninstall { pins } => {
             let report = runtime::uninstall(&pins.pin_dir, &pins.state_dir)?;

@@ -4,6 +4,7 @@
 //! Every name carries the test process id, so parallel or leftover runs never collide,
 //! and [`Topology`] removes everything it made when dropped, also when a test panics.
 
+pub mod artifacts;
 pub mod stream;
 pub mod traffic;
 
