@@ -13,6 +13,7 @@ mod kernel;
 use std::{
     fmt,
     io::{BufRead, BufReader},
+    net::Ipv4Addr,
     path::Path,
     process::{Command, Stdio},
     sync::mpsc,
@@ -135,7 +136,10 @@ fn enforces_the_e2e_fixture_on_veth_pods() {
     if !kernel::available() {
         return;
     }
-    let topology = Topology::create(&PODS, Path::new(env!("CARGO_BIN_EXE_policyc-node")));
+    // A fourth pod, a new replica of web, is not in the artifact (see
+    // binds_a_pod_the_artifact_does_not_list).
+    let pods = [PODS[0], PODS[1], PODS[2], (WEB2, "v", WEB2_ADDRESS)];
+    let topology = Topology::create(&pods, Path::new(env!("CARGO_BIN_EXE_policyc-node")));
     let pod = |endpoint| topology.pod(endpoint);
 
     let artifact_path = topology.work_dir.join("e2e.artifact");
@@ -156,8 +160,12 @@ fn enforces_the_e2e_fixture_on_veth_pods() {
         }
     }
 
-    let bindings: Vec<String> =
-        topology.pods.iter().map(|p| format!("{}={}", p.host_veth, p.endpoint)).collect();
+    let bindings: Vec<String> = topology
+        .pods
+        .iter()
+        .filter(|p| p.endpoint != WEB2)
+        .map(|p| format!("{}={}", p.host_veth, p.endpoint))
+        .collect();
     let mut apply_args = vec!["apply", artifact_path.to_str().expect("UTF-8 temp path")];
     for binding in &bindings {
         apply_args.extend(["--iface", binding]);
@@ -173,6 +181,7 @@ fn enforces_the_e2e_fixture_on_veth_pods() {
 
     check_cases(&topology, "after apply");
     observes_a_denied_connection_within_a_second(&topology);
+    binds_a_pod_the_artifact_does_not_list(&topology);
 
     let again = topology.policyc_node(&apply_args);
     assert!(again.status.success(), "second apply failed: {}", text(&again));
@@ -204,6 +213,55 @@ fn enforces_the_e2e_fixture_on_veth_pods() {
     {
         panic!("after uninstall, {blocked_before} must pass again: {e}");
     }
+}
+
+/// A new replica of web that the artifact does not list.
+const WEB2: &str = "prod/web-2";
+const WEB2_ADDRESS: [u8; 4] = [198, 18, 0, 13];
+
+/// `endpoint add` binds a pod the artifact does not list by its labels: it gets web's
+/// identity and policy, and other pods' policies see its address as web. A label set the
+/// artifact has no identity for is refused with a recompile hint. `endpoint remove`
+/// unbinds it, and its address is then the world's again.
+fn binds_a_pod_the_artifact_does_not_list(topology: &Topology) {
+    let web2 = topology.pod(WEB2);
+    let address = Ipv4Addr::from(WEB2_ADDRESS).to_string();
+    let add = |labels: &[&str]| {
+        let mut args = vec!["endpoint", "add", "--iface", &web2.host_veth, "--endpoint", WEB2];
+        args.extend(["--ip", &address]);
+        for label in labels {
+            args.extend(["--label", label]);
+        }
+        topology.policyc_node(&args)
+    };
+
+    let unknown = add(&["app=cache"]);
+    assert!(!unknown.status.success(), "an unknown label set was bound: {}", text(&unknown));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("recompile"), "{}", text(&unknown));
+
+    let added = add(&["app=web", "pod-template-hash=5c9d7f"]);
+    assert!(added.status.success(), "endpoint add failed: {}", text(&added));
+    let summary = String::from_utf8_lossy(&added.stdout).into_owned();
+    assert_eq!(changes(&summary, "policyc_endpoints"), (1, 0), "{summary}");
+    assert_eq!(changes(&summary, "policyc_hosts"), (1, 0), "{summary}");
+    assert_eq!(changes(&summary, "policyc_policy"), (0, 0), "{summary}");
+    let (client, intruder) = (topology.pod(CLIENT), topology.pod(INTRUDER));
+    for (from, probe, allowed) in [
+        (client, Probe::Tcp(8080), true),
+        (client, Probe::Tcp(9090), false),
+        (intruder, Probe::Tcp(8080), false),
+    ] {
+        let result = check(from, web2, probe, allowed);
+        assert_eq!(result.is_ok(), allowed, "{} -> {WEB2} {probe:?}: {result:?}", from.endpoint);
+    }
+
+    let removed = topology.policyc_node(&["endpoint", "remove", "--iface", &web2.host_veth]);
+    assert!(removed.status.success(), "endpoint remove failed: {}", text(&removed));
+    let summary = String::from_utf8_lossy(&removed.stdout).into_owned();
+    assert_eq!(changes(&summary, "policyc_endpoints"), (0, 1), "{summary}");
+    assert_eq!(changes(&summary, "policyc_hosts"), (0, 1), "{summary}");
+    // client's egress allows only app=web, and the address is nobody's now.
+    assert!(check(client, web2, Probe::Tcp(8080), false).is_err(), "the world passed");
 }
 
 /// `policyc-node observe` shows a denied connection with both sides' identities and

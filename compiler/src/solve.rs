@@ -614,10 +614,7 @@ fn endpoint_ids(endpoints: &[Endpoint<'_>]) -> Vec<u32> {
     endpoints
         .iter()
         .map(|ep| {
-            let mut id = ep
-                .name
-                .bytes()
-                .fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+            let mut id = crate::artifact::endpoint_number(&ep.name);
             while id == 0 || !used.insert(id) {
                 id = id.wrapping_add(1);
             }

@@ -1,12 +1,31 @@
 //! Interface bindings: which host-side interface carries which endpoint of the artifact.
 //!
-//! A binding is written `NAME=NAMESPACE/POD`. It is resolved against the artifact (the
-//! endpoint must exist) and against the current network namespace (the interface must
-//! exist there), before anything in the kernel is touched.
+//! A binding is written `NAME=NAMESPACE/POD`. It is resolved against the artifact and
+//! against the current network namespace (the interface must exist there), before
+//! anything in the kernel is touched.
+//!
+//! A pod the artifact does not list (a new replica scheduled after the compile) can be
+//! bound with its addresses and labels ([`UnlistedPod`]): it gets the identity the
+//! artifact gives that label set, and the tables of the endpoints with that identity.
+//! Pods with one identity are alike to every policy (identity labels include every key
+//! a selector reads), so the tables are exactly the ones a recompile would give it. A
+//! label set the artifact has no identity for needs a recompile, and says so.
 
-use std::{collections::BTreeSet, ffi::CString, fmt, io, str::FromStr};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    ffi::CString,
+    fmt, io,
+    net::IpAddr,
+    str::FromStr,
+};
 
-use compiler::artifact::Artifact;
+use compiler::{
+    artifact::{Artifact, endpoint_number},
+    identity::{
+        NAMESPACE_LABEL, NAMESPACE_LABELS_PREFIX, SERVICE_ACCOUNT_LABEL, is_identity_label,
+        is_reserved_key,
+    },
+};
 use datapath::EndpointPolicy;
 
 use crate::error::{Result, RuntimeError};
@@ -23,8 +42,20 @@ const MAX_SUGGESTIONS: usize = 5;
 pub struct Binding {
     /// The host-side interface, e.g. the node end of a pod's veth pair.
     pub interface: String,
-    /// The endpoint's `namespace/pod` name in the artifact.
+    /// The endpoint's `namespace/pod` name.
     pub endpoint: String,
+    /// What the node knows of a pod the artifact may not list.
+    pub pod: Option<UnlistedPod>,
+}
+
+/// A pod bound without a recompile: what its identity and its address entries need.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UnlistedPod {
+    pub addresses: Vec<IpAddr>,
+    /// The pod's own labels, as in its manifest.
+    pub labels: BTreeMap<String, String>,
+    /// `default` when not given, as Kubernetes defaults it.
+    pub service_account: Option<String>,
 }
 
 impl FromStr for Binding {
@@ -39,7 +70,7 @@ impl FromStr for Binding {
             Some((ns, pod)) if !ns.is_empty() && !pod.is_empty() && !pod.contains('/') => {}
             _ => return Err(invalid("the endpoint must be NAMESPACE/POD")),
         }
-        Ok(Binding { interface: interface.to_owned(), endpoint: endpoint.to_owned() })
+        Ok(Binding { interface: interface.to_owned(), endpoint: endpoint.to_owned(), pod: None })
     }
 }
 
@@ -76,6 +107,9 @@ pub struct BoundInterface {
     pub endpoint: String,
     /// What the endpoints map says for this interface in the artifact's generation.
     pub policy: EndpointPolicy,
+    /// Addresses the artifact does not map to the endpoint's identity (an unlisted pod's):
+    /// the hosts map gets them.
+    pub addresses: Vec<IpAddr>,
 }
 
 /// Resolves every binding; `ifindex_of` looks an interface up (see
@@ -92,31 +126,110 @@ pub fn resolve(
         if !seen.insert(binding.interface.as_str()) {
             return Err(RuntimeError::DuplicateInterface { interface: binding.interface.clone() });
         }
-        let record =
-            artifact.endpoint(&binding.endpoint).ok_or_else(|| RuntimeError::UnknownEndpoint {
-                endpoint: binding.endpoint.clone(),
-                suggestions: similar_endpoints(artifact, &binding.endpoint),
-                known: artifact.endpoints.len(),
-            })?;
         let ifindex = ifindex_of(&binding.interface).map_err(|source| {
             RuntimeError::UnknownInterface { interface: binding.interface.clone(), source }
         })?;
-        tracing::debug!(interface = %binding.interface, ifindex, endpoint = %record.name, "bound");
+        let (endpoint_id, identity, tables, addresses) =
+            match (artifact.endpoint(&binding.endpoint), &binding.pod) {
+                (Some(record), _) => (
+                    record.endpoint_id,
+                    record.identity,
+                    [record.ingress_table, record.egress_table],
+                    vec![],
+                ),
+                (None, Some(pod)) => {
+                    let (identity, tables) = unlisted(artifact, &binding.endpoint, pod)?;
+                    (0, identity, tables, pod.addresses.clone())
+                }
+                (None, None) => {
+                    return Err(RuntimeError::UnknownEndpoint {
+                        endpoint: binding.endpoint.clone(),
+                        suggestions: similar_endpoints(artifact, &binding.endpoint),
+                        known: artifact.endpoints.len(),
+                    });
+                }
+            };
+        tracing::debug!(interface = %binding.interface, ifindex, endpoint = %binding.endpoint, "bound");
         bound.push(BoundInterface {
             interface: binding.interface.clone(),
             ifindex,
-            endpoint: record.name.clone(),
+            endpoint: binding.endpoint.clone(),
             policy: EndpointPolicy {
-                endpoint_id: record.endpoint_id,
-                identity: record.identity,
-                ingress_table: record.ingress_table,
-                egress_table: record.egress_table,
-                ingress_port_bits: artifact.port_bits(record.ingress_table),
-                egress_port_bits: artifact.port_bits(record.egress_table),
+                endpoint_id,
+                identity,
+                ingress_table: tables[0],
+                egress_table: tables[1],
+                ingress_port_bits: artifact.port_bits(tables[0]),
+                egress_port_bits: artifact.port_bits(tables[1]),
             },
+            addresses,
         });
     }
+    number_unlisted(artifact, &mut bound);
     Ok(bound)
+}
+
+/// Endpoint numbers for unlisted pods: the hash of the name, moved on past any number
+/// the artifact or another binding already uses (as the compiler does), never 0.
+fn number_unlisted(artifact: &Artifact, bound: &mut [BoundInterface]) {
+    let mut used: BTreeSet<u32> = artifact.endpoints.iter().map(|e| e.endpoint_id).collect();
+    for interface in bound.iter_mut().filter(|b| b.policy.endpoint_id == 0) {
+        let mut id = endpoint_number(&interface.endpoint);
+        while id == 0 || !used.insert(id) {
+            id = id.wrapping_add(1);
+        }
+        interface.policy.endpoint_id = id;
+    }
+}
+
+/// The identity and tables of a pod the artifact does not list: the identity whose
+/// labels are exactly the pod's identity labels, derived as the compiler derives them
+/// with its default label filter, and the tables of an endpoint that has it.
+fn unlisted(artifact: &Artifact, name: &str, pod: &UnlistedPod) -> Result<(u32, [u32; 2])> {
+    let labels = unlisted_identity_labels(artifact, name, pod);
+    let unknown = || RuntimeError::UnknownIdentity {
+        endpoint: name.to_owned(),
+        labels: labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
+    };
+    let identity = artifact
+        .identities
+        .iter()
+        .find(|i| i.labels.iter().cloned().collect::<BTreeMap<_, _>>() == labels)
+        .ok_or_else(unknown)?;
+    let like = artifact.endpoints.iter().find(|e| e.identity == identity.id).ok_or_else(unknown)?;
+    Ok((identity.id, [like.ingress_table, like.egress_table]))
+}
+
+/// `k8s:`-prefixed identity labels of an unlisted pod of namespace `name`'s first part:
+/// its own labels that count by default, its namespace and service account, and its
+/// namespace's labels as the artifact's identities of that namespace carry them.
+fn unlisted_identity_labels(
+    artifact: &Artifact,
+    name: &str,
+    pod: &UnlistedPod,
+) -> BTreeMap<String, String> {
+    let namespace = name.split_once('/').map_or(name, |(ns, _)| ns);
+    let k8s = |key: &str| format!("k8s:{key}");
+    let mut labels: BTreeMap<String, String> = pod
+        .labels
+        .iter()
+        .filter(|(k, _)| !is_reserved_key(k) && is_identity_label(k))
+        .map(|(k, v)| (k8s(k), v.clone()))
+        .collect();
+    labels.insert(k8s(NAMESPACE_LABEL), namespace.to_owned());
+    labels.insert(
+        k8s(SERVICE_ACCOUNT_LABEL),
+        pod.service_account.clone().unwrap_or_else(|| "default".to_owned()),
+    );
+    let ns_key = (k8s(NAMESPACE_LABEL), namespace.to_owned());
+    let of_namespace = artifact.identities.iter().find(|i| i.labels.contains(&ns_key));
+    let prefix = k8s(NAMESPACE_LABELS_PREFIX);
+    for (k, v) in of_namespace.map(|i| i.labels.as_slice()).unwrap_or_default() {
+        if k.starts_with(&prefix) {
+            labels.insert(k.clone(), v.clone());
+        }
+    }
+    labels
 }
 
 /// The ifindex of `name` in the calling thread's network namespace.
@@ -199,7 +312,10 @@ mod tests {
     #[test]
     fn parses_a_binding() {
         let b: Binding = "veth1=prod/web".parse().unwrap();
-        assert_eq!(b, Binding { interface: "veth1".into(), endpoint: "prod/web".into() });
+        assert_eq!(
+            b,
+            Binding { interface: "veth1".into(), endpoint: "prod/web".into(), pod: None }
+        );
         assert_eq!(b.to_string(), "veth1=prod/web");
     }
 
@@ -265,6 +381,64 @@ mod tests {
         let twice = ["pw=prod/web".parse().unwrap(), "pw=prod/web".parse().unwrap()];
         let err = resolve(&artifact, &twice, |_| Ok(3)).unwrap_err();
         assert!(matches!(err, RuntimeError::DuplicateInterface { .. }), "{err}");
+    }
+
+    /// prod/web (identity 258, ingress table 5) as the compiler would describe it.
+    fn with_web_identity() -> Artifact {
+        let mut artifact = artifact(&["prod/web"]);
+        artifact.endpoints[0].identity = 258;
+        artifact.endpoints[0].ingress_table = 5;
+        let label = |k: &str, v: &str| (format!("k8s:{k}"), v.to_owned());
+        artifact.identities = vec![compiler::artifact::IdentityRecord {
+            id: 258,
+            labels: vec![
+                label("app", "web"),
+                label("io.cilium.k8s.namespace.labels.team", "shop"),
+                label("io.cilium.k8s.policy.serviceaccount", "default"),
+                label("io.kubernetes.pod.namespace", "prod"),
+            ],
+        }];
+        artifact
+    }
+
+    fn unlisted_binding(labels: &[(&str, &str)]) -> Binding {
+        Binding {
+            interface: "pw2".into(),
+            endpoint: "prod/web-2".into(),
+            pod: Some(UnlistedPod {
+                addresses: vec!["198.18.0.13".parse().unwrap()],
+                labels: labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+                service_account: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn an_unlisted_pod_gets_the_identity_and_tables_of_its_label_set() {
+        let artifact = with_web_identity();
+        // pod-template-hash is noise: a new replica differs from the old only there.
+        let binding = unlisted_binding(&[("app", "web"), ("pod-template-hash", "7d9f8c")]);
+
+        let bound = resolve(&artifact, &[binding], |_| Ok(12)).unwrap();
+
+        assert_eq!(bound[0].policy.identity, 258);
+        assert_eq!((bound[0].policy.ingress_table, bound[0].policy.egress_table), (5, 0));
+        assert_eq!(bound[0].policy.endpoint_id, endpoint_number("prod/web-2"));
+        assert_eq!(bound[0].addresses, ["198.18.0.13".parse::<IpAddr>().unwrap()]);
+    }
+
+    #[test]
+    fn an_unlisted_pod_with_an_unknown_label_set_asks_for_a_recompile() {
+        let artifact = with_web_identity();
+        let err = resolve(&artifact, &[unlisted_binding(&[("app", "cache")])], |_| Ok(12))
+            .unwrap_err();
+        let message = err.to_string();
+        assert!(matches!(err, RuntimeError::UnknownIdentity { .. }), "{message}");
+        assert!(message.contains("k8s:app=cache") && message.contains("recompile"), "{message}");
+        // Without labels at all, it is simply an endpoint the artifact does not have.
+        let bare = Binding { pod: None, ..unlisted_binding(&[]) };
+        let err = resolve(&artifact, &[bare], |_| Ok(12)).unwrap_err();
+        assert!(matches!(err, RuntimeError::UnknownEndpoint { .. }), "{err}");
     }
 
     #[test]

@@ -257,6 +257,38 @@ pub enum RuntimeError {
     #[error("the artifact has no endpoint {endpoint}{}", similar_names(.suggestions, *.known))]
     UnknownEndpoint { endpoint: String, suggestions: Vec<String>, known: usize },
 
+    /// A pod the artifact does not list has a label set no identity of the artifact has
+    /// (or no endpoint to take tables from): only a recompile can place it.
+    #[error(
+        "the artifact has no identity for the labels of {endpoint} ({labels}): add the pod \
+         to the inventory, recompile and apply the new artifact"
+    )]
+    UnknownIdentity { endpoint: String, labels: String },
+
+    /// The node's bindings file could not be read or written, or is malformed.
+    #[error("using the node's bindings file {}", path.display())]
+    Bindings {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    /// `endpoint remove` named an interface the node has not bound.
+    #[error("interface {interface} is not bound on this node")]
+    NotBound { interface: String },
+
+    /// An apply was given no bindings and none are stored from an earlier apply.
+    #[error("no interface bindings given (--iface) and none stored in {}", path.display())]
+    NoBindings { path: PathBuf },
+
+    /// `endpoint` commands need an artifact already applied on this node.
+    #[error(
+        "no applied artifact found in {} (the live one's checksum is {checksum}): apply an \
+         artifact first",
+        dir.display()
+    )]
+    NoLiveArtifact { dir: PathBuf, checksum: String },
+
     /// A bound interface does not exist in the current network namespace.
     #[error("resolving interface {interface} in the current network namespace")]
     UnknownInterface {

@@ -36,7 +36,7 @@ use crate::{
     plan::{MapChanges, Plan},
     spec::ObjectSpec,
     state::{LiveMaps, MapState},
-    store::ArtifactStore,
+    store::{ArtifactStore, NodeBindings},
 };
 
 /// The maps the object pins by name, hence the map pins `uninstall` removes.
@@ -354,8 +354,50 @@ pub fn apply(
     node.sync_links(&bound, &mut report)?;
     plan.settle(&mut maps)?;
     store.prune(&checksum)?;
+    NodeBindings::new(&options.state_dir).save(bindings)?;
     tracing::info!(operations = report.operations, generation = plan.next_generation(), "applied");
     Ok(report)
+}
+
+/// The artifact live on this node: the stored one whose checksum the config map holds.
+pub fn live_artifact(pin_dir: &Path, state_dir: &Path) -> Result<Artifact> {
+    let pins = PinDir::new(pin_dir);
+    check_bpffs(pin_dir)?;
+    if pins.map(map_names::CONFIG).symlink_metadata().is_err() {
+        return Err(RuntimeError::NotInstalled { path: pin_dir.to_owned() });
+    }
+    let maps = KernelMaps::open(&pins, &ObjectSpec::embedded()?)?;
+    let checksum = maps.config()?.artifact_checksum;
+    let store = ArtifactStore::new(state_dir);
+    store.load(&checksum)?.ok_or_else(|| RuntimeError::NoLiveArtifact {
+        dir: store.dir().to_owned(),
+        checksum: crate::store::hex(&checksum),
+    })
+}
+
+/// Binds one more interface (or rebinds it), keeping the node's other bindings, and
+/// applies the live artifact with them: only the entries that change are written.
+pub fn bind(pin_dir: &Path, binding: Binding, options: &ApplyOptions) -> Result<ApplyReport> {
+    let _span = tracing::info_span!("bind", interface = %binding.interface).entered();
+    let artifact = live_artifact(pin_dir, &options.state_dir)?;
+    let mut bindings = NodeBindings::new(&options.state_dir).load()?.unwrap_or_default();
+    bindings.retain(|b| b.interface != binding.interface);
+    bindings.push(binding);
+    apply(pin_dir, &artifact, &bindings, options)
+}
+
+/// Unbinds an interface (its links and endpoint entry go, and with them the addresses
+/// of a pod the artifact does not list) and applies the live artifact without it.
+pub fn unbind(pin_dir: &Path, interface: &str, options: &ApplyOptions) -> Result<ApplyReport> {
+    let _span = tracing::info_span!("unbind", interface).entered();
+    let artifact = live_artifact(pin_dir, &options.state_dir)?;
+    let mut bindings = NodeBindings::new(&options.state_dir).load()?.unwrap_or_default();
+    let before = bindings.len();
+    bindings.retain(|b| b.interface != interface);
+    if bindings.len() == before {
+        return Err(RuntimeError::NotBound { interface: interface.to_owned() });
+    }
+    apply(pin_dir, &artifact, &bindings, options)
 }
 
 /// Removes what policyc pinned in `pin_dir`: link pins first (which detaches the

@@ -5,7 +5,7 @@
 //! (both generation slots of every entry, the live generation and each interface's
 //! metrics row), read from the live maps so that any drift is seen and repaired.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, net::IpAddr};
 
 use compiler::artifact::Artifact;
 use datapath::{
@@ -49,6 +49,19 @@ impl MapState {
         }
         for interface in bound {
             state.endpoints.insert(interface.ifindex, interface.policy);
+            for address in &interface.addresses {
+                let (family, bytes) = match address {
+                    IpAddr::V4(a) => {
+                        let mut bytes = [0u8; 16];
+                        bytes[..4].copy_from_slice(&a.octets());
+                        (datapath::FAMILY_IPV4, bytes)
+                    }
+                    IpAddr::V6(a) => (datapath::FAMILY_IPV6, a.octets()),
+                };
+                let host = HostKey { family, pad: [0; 3], addr: bytes };
+                let identity = interface.policy.identity;
+                insert_unique(&mut state.hosts, host, identity, MapName::Hosts)?;
+            }
         }
         Ok(state)
     }

@@ -14,8 +14,12 @@ use std::{
 };
 
 use compiler::artifact::Artifact;
+use serde_json::{Value, json};
 
-use crate::error::{Result, RuntimeError};
+use crate::{
+    bindings::{Binding, UnlistedPod},
+    error::{Result, RuntimeError},
+};
 
 /// Where `policyc-node` keeps its state by default.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/policyc";
@@ -113,13 +117,21 @@ impl ArtifactStore {
         Ok(files)
     }
 
-    /// Removes every stored artifact, then the folder and the state directory if they
-    /// are left empty. Returns the files removed.
+    /// Removes every stored artifact and the bindings file, then the folder and the
+    /// state directory if they are left empty. Returns the files removed.
     pub fn clear(&self) -> Result<Vec<PathBuf>> {
-        let files = self.files()?;
+        let mut files = self.files()?;
         for path in &files {
             fs::remove_file(path)
                 .map_err(|source| RuntimeError::Store { path: path.clone(), source })?;
+        }
+        if let Some(state_dir) = self.dir.parent() {
+            let bindings = NodeBindings::new(state_dir).path;
+            if bindings.exists() {
+                fs::remove_file(&bindings)
+                    .map_err(|source| RuntimeError::Store { path: bindings.clone(), source })?;
+                files.push(bindings);
+            }
         }
         // Leftovers of an interrupted save are ours too.
         if let Ok(entries) = fs::read_dir(&self.dir) {
@@ -136,6 +148,87 @@ impl ArtifactStore {
         }
         Ok(files)
     }
+}
+
+/// The node's complete set of interface bindings, kept in `<state dir>/bindings.json` so
+/// that `endpoint add|remove`, and an `apply` or `watch` given no `--iface`, start from
+/// what the last apply bound. Written whole (a temporary file renamed) after each apply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeBindings {
+    path: PathBuf,
+}
+
+impl NodeBindings {
+    pub fn new(state_dir: &Path) -> Self {
+        NodeBindings { path: state_dir.join("bindings.json") }
+    }
+
+    /// `given` when not empty, else the stored bindings; an error when neither exists.
+    pub fn or_stored(&self, given: Vec<Binding>) -> Result<Vec<Binding>> {
+        if !given.is_empty() {
+            return Ok(given);
+        }
+        self.load()?.ok_or_else(|| RuntimeError::NoBindings { path: self.path.clone() })
+    }
+
+    /// The stored bindings, or `None` before the first apply.
+    pub fn load(&self) -> Result<Option<Vec<Binding>>> {
+        let bad = |source| RuntimeError::Bindings { path: self.path.clone(), source };
+        let text = match fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(bad(source)),
+        };
+        let value: Value = serde_json::from_str(&text).map_err(|e| bad(io::Error::other(e)))?;
+        let invalid = || bad(io::Error::other("not a list of bindings"));
+        let items = value["bindings"].as_array().ok_or_else(invalid)?;
+        items.iter().map(|item| binding_of(item).ok_or_else(invalid)).collect::<Result<_>>().map(Some)
+    }
+
+    pub fn save(&self, bindings: &[Binding]) -> Result<()> {
+        let write_err = |source| RuntimeError::Bindings { path: self.path.clone(), source };
+        if let Some(dir) = self.path.parent() {
+            fs::create_dir_all(dir).map_err(write_err)?;
+        }
+        let list: Vec<Value> = bindings.iter().map(binding_json).collect();
+        let text = serde_json::to_string_pretty(&json!({ "bindings": list }))
+            .map_err(|e| write_err(io::Error::other(e)))?;
+        let partial = self.path.with_extension("json.partial");
+        fs::write(&partial, text + "\n").map_err(write_err)?;
+        fs::rename(&partial, &self.path).map_err(write_err)
+    }
+}
+
+fn binding_json(binding: &Binding) -> Value {
+    let pod = binding.pod.as_ref().map(|pod| {
+        json!({
+            "addresses": pod.addresses.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "labels": pod.labels,
+            "service_account": pod.service_account,
+        })
+    });
+    json!({ "interface": binding.interface, "endpoint": binding.endpoint, "pod": pod })
+}
+
+fn binding_of(value: &Value) -> Option<Binding> {
+    let text = |v: &Value| v.as_str().map(str::to_owned);
+    let pod = match &value["pod"] {
+        Value::Null => None,
+        pod => Some(UnlistedPod {
+            addresses: pod["addresses"]
+                .as_array()?
+                .iter()
+                .map(|a| a.as_str()?.parse().ok())
+                .collect::<Option<_>>()?,
+            labels: pod["labels"]
+                .as_object()?
+                .iter()
+                .map(|(k, v)| Some((k.clone(), text(v)?)))
+                .collect::<Option<_>>()?,
+            service_account: text(&pod["service_account"]),
+        }),
+    };
+    Some(Binding { interface: text(&value["interface"])?, endpoint: text(&value["endpoint"])?, pod })
 }
 
 /// Lowercase hexadecimal.
@@ -175,8 +268,35 @@ mod tests {
             .collect();
         assert_eq!(names, ["0101", "0303"], "the live one and the newest other are kept");
 
-        assert_eq!(store.clear().unwrap().len(), 2);
+        NodeBindings::new(&state).save(&[]).unwrap();
+        assert_eq!(store.clear().unwrap().len(), 3, "two artifacts and the bindings");
         assert!(!state.exists(), "an emptied state directory is removed");
+    }
+
+    #[test]
+    fn bindings_survive_a_save_and_load() {
+        let state = temp("bindings");
+        let node = NodeBindings::new(&state);
+        assert_eq!(node.load().unwrap(), None);
+        let bindings = vec![
+            Binding { interface: "pw".into(), endpoint: "prod/web".into(), pod: None },
+            Binding {
+                interface: "pw2".into(),
+                endpoint: "prod/web-2".into(),
+                pod: Some(UnlistedPod {
+                    addresses: vec!["198.18.0.13".parse().unwrap(), "fd00::13".parse().unwrap()],
+                    labels: [("app".to_owned(), "web".to_owned())].into(),
+                    service_account: Some("web".into()),
+                }),
+            },
+        ];
+        node.save(&bindings).unwrap();
+        let loaded = node.load().unwrap();
+        fs::write(&node.path, "{\"bindings\": [{\"interface\": 3}]}").unwrap();
+        let broken = node.load();
+        let _ = fs::remove_dir_all(&state);
+        assert_eq!(loaded, Some(bindings));
+        assert!(broken.unwrap_err().to_string().contains("bindings.json"));
     }
 
     #[test]

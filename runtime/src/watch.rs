@@ -28,7 +28,7 @@ use crate::{
     bindings::Binding,
     error::{Result, RuntimeError},
     loader::{self, ApplyOptions, Status},
-    store::hex,
+    store::{NodeBindings, hex},
 };
 
 /// What `watch` does and where.
@@ -37,6 +37,8 @@ pub struct WatchOptions {
     /// The directory whose newest `*.artifact` file is enforced.
     pub dir: PathBuf,
     pub pin_dir: PathBuf,
+    /// The interfaces to bind; empty: the bindings stored by the last apply (which
+    /// `endpoint add|remove` change), read again at every apply.
     pub bindings: Vec<Binding>,
     pub apply: ApplyOptions,
     /// How often the directory is looked at.
@@ -121,7 +123,9 @@ fn apply_file(options: &WatchOptions, path: &Path, changed: bool, stats: &Mutex<
         }
     };
     let started = Instant::now();
-    let result = loader::apply(&options.pin_dir, &artifact, &options.bindings, &options.apply);
+    let result = NodeBindings::new(&options.apply.state_dir)
+        .or_stored(options.bindings.clone())
+        .and_then(|bindings| loader::apply(&options.pin_dir, &artifact, &bindings, &options.apply));
     let seconds = started.elapsed().as_secs_f64();
     let mut stats = lock(stats);
     match result {

@@ -1,7 +1,10 @@
 //! `policyc-node`: enforces a compiled artifact on this node's interfaces.
 //!
 //! ```text
-//! policyc-node apply ARTIFACT --iface NAME=NAMESPACE/POD [--iface ...] [DIRS]
+//! policyc-node apply ARTIFACT [--iface NAME=NAMESPACE/POD ...] [DIRS]
+//! policyc-node endpoint add --iface NAME --endpoint NAMESPACE/POD [--ip ADDR ...]
+//!                           [--label KEY=VALUE ...] [--service-account NAME] [DIRS]
+//! policyc-node endpoint remove --iface NAME [DIRS]
 //! policyc-node status [--format human|json] [DIRS]
 //! policyc-node observe [FILTERS] [--format human|json] [--count N] [--timeout SECS] [DIRS]
 //! policyc-node watch DIR --iface NAME=NAMESPACE/POD ... [--metrics ADDR] [DIRS]
@@ -44,13 +47,14 @@ enum Command {
     ///
     /// Loads the datapath if needed, brings its maps to the artifact's content (writing
     /// only what differs from the live maps) and attaches it to the interfaces. The
-    /// bindings are the node's complete set: interfaces bound before and not named now
-    /// are detached.
+    /// bindings given are the node's complete set: interfaces bound before and not named
+    /// now are detached. Without --iface, the bindings of the last apply (and of
+    /// `endpoint add|remove` since) are kept.
     Apply {
         /// The artifact written by `policyc compile`.
         artifact: PathBuf,
         /// A host-side interface and the endpoint whose traffic it carries.
-        #[arg(long = "iface", value_name = "NAME=NAMESPACE/POD", required = true)]
+        #[arg(long = "iface", value_name = "NAME=NAMESPACE/POD")]
         interfaces: Vec<Binding>,
         #[command(flatten)]
         options: EventArgs,
@@ -91,8 +95,9 @@ enum Command {
     Watch {
         /// The directory to watch.
         dir: PathBuf,
-        /// A host-side interface and the endpoint whose traffic it carries.
-        #[arg(long = "iface", value_name = "NAME=NAMESPACE/POD", required = true)]
+        /// A host-side interface and the endpoint whose traffic it carries; without any,
+        /// the node's stored bindings, which `endpoint add|remove` change.
+        #[arg(long = "iface", value_name = "NAME=NAMESPACE/POD")]
         interfaces: Vec<Binding>,
         /// Seconds between looks at the directory.
         #[arg(long, value_name = "SECS", default_value_t = 1.0)]
@@ -108,11 +113,64 @@ enum Command {
         #[command(flatten)]
         pins: PinDirArg,
     },
+    /// Bind or unbind one interface without a new artifact: a pod that started or went
+    /// away. The live artifact and the node's other bindings are kept; only the entries
+    /// that change are written.
+    Endpoint {
+        #[command(subcommand)]
+        action: EndpointAction,
+    },
     /// Detach the datapath from every interface, remove its pins and stored artifacts.
     Uninstall {
         #[command(flatten)]
         pins: PinDirArg,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum EndpointAction {
+    /// Bind an interface to a pod. A pod the artifact does not list (a new replica) needs
+    /// its addresses and labels: it gets the identity the artifact has for that label
+    /// set and the policy of the pods that share it; a label set the artifact has no
+    /// identity for is an error that asks for a recompile.
+    Add {
+        /// The host-side interface.
+        #[arg(long = "iface", value_name = "NAME")]
+        interface: String,
+        /// The pod, NAMESPACE/POD.
+        #[arg(long, value_name = "NAMESPACE/POD")]
+        endpoint: String,
+        /// The pod's address (repeat for dual stack).
+        #[arg(long = "ip", value_name = "ADDR")]
+        addresses: Vec<std::net::IpAddr>,
+        /// One of the pod's labels.
+        #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+        /// The pod's service account (default: `default`).
+        #[arg(long, value_name = "NAME")]
+        service_account: Option<String>,
+        #[command(flatten)]
+        options: EventArgs,
+        #[command(flatten)]
+        pins: PinDirArg,
+    },
+    /// Unbind an interface: its programs are detached and its entries removed.
+    Remove {
+        /// The host-side interface.
+        #[arg(long = "iface", value_name = "NAME")]
+        interface: String,
+        #[command(flatten)]
+        options: EventArgs,
+        #[command(flatten)]
+        pins: PinDirArg,
+    },
+}
+
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("expected KEY=VALUE, got {text:?}"))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -239,6 +297,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Apply { artifact, interfaces, options, pins } => {
             let artifact = read_artifact(&artifact)?;
             let options = options.options(&pins.state_dir);
+            let interfaces =
+                runtime::store::NodeBindings::new(&pins.state_dir).or_stored(interfaces)?;
             let report = runtime::apply(&pins.pin_dir, &artifact, &interfaces, &options)
                 .with_context(|| format!("applying the artifact in {}", pins.pin_dir.display()))?;
             print_apply(&report);
@@ -271,6 +331,35 @@ fn run(cli: Cli) -> Result<()> {
             // Runs until the process is stopped: the daemon keeps no state of its own.
             let never = std::sync::atomic::AtomicBool::new(false);
             runtime::watch::watch(&options, &never)?;
+        }
+        Command::Endpoint { action } => {
+            let report = match action {
+                EndpointAction::Add {
+                    interface,
+                    endpoint,
+                    addresses,
+                    labels,
+                    service_account,
+                    options,
+                    pins,
+                } => {
+                    let pod = (!addresses.is_empty() || !labels.is_empty()).then(|| {
+                        runtime::bindings::UnlistedPod {
+                            addresses,
+                            labels: labels.into_iter().collect(),
+                            service_account,
+                        }
+                    });
+                    let binding = Binding { interface, endpoint, pod };
+                    let options = options.options(&pins.state_dir);
+                    runtime::loader::bind(&pins.pin_dir, binding, &options)?
+                }
+                EndpointAction::Remove { interface, options, pins } => {
+                    let options = options.options(&pins.state_dir);
+                    runtime::loader::unbind(&pins.pin_dir, &interface, &options)?
+                }
+            };
+            print_apply(&report);
         }
         Command::Uninstall { pins } => {
             let report = runtime::uninstall(&pins.pin_dir, &pins.state_dir)?;

@@ -71,6 +71,14 @@ pub struct RuleRecord {
     pub location: String,
 }
 
+/// The number an endpoint named `name` (`namespace/pod`) starts from: a 32-bit FNV-1a
+/// hash, so it does not change when other pods come and go. The compiler moves on to the
+/// next free number on a collision; the node runtime does the same for pods it binds
+/// without a recompile.
+pub fn endpoint_number(name: &str) -> u32 {
+    name.bytes().fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
+}
+
 impl Artifact {
     /// The endpoint named `namespace/pod`.
     pub fn endpoint(&self, name: &str) -> Option<&EndpointRecord> {
