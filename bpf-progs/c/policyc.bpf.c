@@ -205,7 +205,7 @@ struct flow {
 	__u8 frag;         /* FRAG_* */
 	__u8 inner_proto;  /* nonzero: an ICMP error quoting a packet of this protocol */
 	__u8 link_local;   /* 1: IPv6 neighbour discovery or MLD */
-	__u8 pad;
+	__u8 frag_next;    /* IPv4 protocol or IPv6 fragment header's next: in every fragment */
 };
 
 /*
@@ -433,11 +433,19 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, struct event *ev, s
 	frag = bpf_ntohs(ip->frag_off);
 	if (frag & (IPV4_FRAG_MF | IPV4_FRAG_OFFSET)) {
 		flow->frag_id = bpf_ntohs(ip->id);
+		flow->frag_next = ip->protocol;
 		flow->frag = frag & IPV4_FRAG_OFFSET ? FRAG_LATER : FRAG_FIRST;
 		if (flow->frag == FRAG_LATER)
 			return POLICYC_CONTINUE;
 	}
 	return parse_l4(skb, ETH_HLEN + hdr_len, ETH_HLEN + tot_len, ev, flow);
+}
+
+/* Whether an IPv6 next header value names an extension header the parser follows. */
+static __always_inline int ipv6_is_extension(__u8 next)
+{
+	return next == NEXTHDR_HOP || next == NEXTHDR_ROUTING || next == NEXTHDR_DEST ||
+	       next == NEXTHDR_AUTH || next == NEXTHDR_FRAGMENT;
 }
 
 /*
@@ -477,13 +485,8 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct event *ev, s
 	for (int i = 0; i < IPV6_MAX_EXT_HEADERS; i++) {
 		__u8 hdr[8];
 
-		if (next != NEXTHDR_HOP && next != NEXTHDR_ROUTING && next != NEXTHDR_DEST &&
-		    next != NEXTHDR_AUTH && next != NEXTHDR_FRAGMENT) {
-			ev->proto = next;
-			if (flow->frag == FRAG_LATER)
-				return POLICYC_CONTINUE;
-			return parse_l4(skb, off, end, ev, flow);
-		}
+		if (!ipv6_is_extension(next))
+			break;
 		if (off + sizeof(hdr) > end || bpf_skb_load_bytes(skb, off, hdr, sizeof(hdr)))
 			return POLICYC_DROP_MALFORMED;
 		if (next == NEXTHDR_FRAGMENT) {
@@ -492,10 +495,20 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct event *ev, s
 
 			flow->frag_id = ((__u32)hdr[4] << 24) | ((__u32)hdr[5] << 16) |
 			                ((__u32)hdr[6] << 8) | hdr[7];
-			/* An atomic fragment (offset 0, no M: RFC 6946) is a whole packet. */
-			if (frag >> 3)
+			flow->frag_next = hdr[0];
+			/*
+			 * What follows the fragment header of a later fragment is data: the
+			 * headers of the fragmentable part (destination options, AH) and the
+			 * upper layer are in the first fragment only. Its next header is all the
+			 * fragments share, so fragments are matched on it (frag_key).
+			 */
+			if (frag >> 3) {
 				flow->frag = FRAG_LATER;
-			else if (frag & 1)
+				ev->proto = hdr[0];
+				return POLICYC_CONTINUE;
+			}
+			/* An atomic fragment (offset 0, no M: RFC 6946) is a whole packet. */
+			if (frag & 1)
 				flow->frag = FRAG_FIRST;
 			off += 8;
 		} else if (next == NEXTHDR_AUTH) {
@@ -505,7 +518,10 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct event *ev, s
 		}
 		next = hdr[0];
 	}
-	return POLICYC_DROP_UNSUPPORTED_L3;
+	if (ipv6_is_extension(next))
+		return POLICYC_DROP_UNSUPPORTED_L3;
+	ev->proto = next;
+	return parse_l4(skb, off, end, ev, flow);
 }
 
 /*
@@ -594,6 +610,16 @@ static __always_inline void ct_open(__u32 endpoint_id, const struct event *ev,
 	bpf_map_update_elem(&policyc_ct, &key, &value, BPF_ANY);
 }
 
+/* Whether two addresses as events and flows hold them (16 bytes, 4-byte aligned: both
+ * structs place them so) are equal. */
+static __always_inline int same_address(const __u8 *a, const __u8 *b)
+{
+	const __u32 *x = (const __u32 *)a;
+	const __u32 *y = (const __u32 *)b;
+
+	return ((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2]) | (x[3] ^ y[3])) == 0;
+}
+
 /*
  * Step 5: passes a reply of a tracked flow, a forward packet of a flow policy allowed in
  * this generation, or an ICMP error about a tracked flow. A TCP SYN without ACK always
@@ -630,9 +656,12 @@ static __always_inline int ct_check(const struct endpoint_policy *eps, struct ev
 	/*
 	 * An ICMP error travels as a reply of the packet it quotes would: its quote, reversed,
 	 * is a tuple this endpoint tracks in this direction (either kind: the quote may be of
-	 * a forward packet or of a reply).
+	 * a forward packet or of a reply). It is sent to the quoted packet's source, which
+	 * Linux's conntrack checks too (nf_conntrack_inet_error()); without that check an
+	 * endpoint could send errors quoting any flow it has to any peer its policy refuses.
+	 * The source is not checked: any router on the path may report an error.
 	 */
-	if (!flow->inner_proto)
+	if (!flow->inner_proto || !same_address(ev->daddr, flow->inner_saddr))
 		return POLICYC_CONTINUE;
 	__builtin_memset(&key, 0, sizeof(key));
 	key.endpoint_id = eps->endpoint_id;
@@ -778,7 +807,7 @@ static __always_inline void frag_key_of(struct frag_key *key, __u32 endpoint_id,
 	__builtin_memset(key, 0, sizeof(*key));
 	key->endpoint_id = endpoint_id;
 	key->family = ev->family;
-	key->proto = ev->proto;
+	key->proto = flow->frag_next;
 	key->direction = ev->direction;
 	key->id = flow->frag_id;
 	__builtin_memcpy(key->saddr, ev->saddr, 16);

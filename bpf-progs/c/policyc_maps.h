@@ -211,7 +211,7 @@ struct ct_value {
 struct frag_key {
 	__u32 endpoint_id; /* endpoint_policy.endpoint_id */
 	__u8 family;       /* POLICYC_FAMILY_IPV4 or POLICYC_FAMILY_IPV6 */
-	__u8 proto;        /* IP protocol number of the fragmented packet */
+	__u8 proto;        /* IPv4 protocol; IPv6: the fragment header's next header */
 	__u8 direction;    /* POLICYC_DIR_* */
 	__u8 pad;          /* zero */
 	__u32 id;          /* IPv4 identification or IPv6 fragment identification, host order */
