@@ -107,11 +107,12 @@ fn expected_codes(path: &Path) -> BTreeSet<String> {
     expect
 }
 
-/// Stack for the front-end thread. The parser stops nesting at 64 levels, but in a debug
-/// build each level costs about 40 KiB of stack (about 6 KiB in release), so a document
-/// at the limit needs some 2.6 MiB: more than the 2 MiB a spawned thread gets by default,
-/// less than the 8 MiB main thread `policyc` parses on. 16 MiB leaves room for growth
-/// without hiding an unbounded recursion, which would still overflow it.
+/// Stack for the front-end thread. The parser stops nesting at 32 levels
+/// (`yaml::budget::MAX_DEPTH`), but in a debug build each level costs tens of KiB of
+/// stack, parsing and decoding together, which brings a document at the limit close to
+/// the 2 MiB a spawned thread gets by default; `policyc` parses on its 8 MiB main thread.
+/// 16 MiB leaves room for growth without hiding an unbounded recursion, which would
+/// still overflow it.
 const STACK: usize = 16 << 20;
 
 /// Runs the front end on one file on its own thread, so that a hang becomes a test
