@@ -249,3 +249,26 @@ fn fixture_names_start_with_an_expected_code() {
         );
     }
 }
+
+/// The floor: at least 60 distinct bad inputs that are refused with an error
+/// (warnings and notes do not count). Every fixture produces exactly its expected codes
+/// (here for the front end, in the compiler's test for the whole pipeline), so the
+/// expectation tells which fixtures end in an error.
+const MIN_ERROR_FIXTURES: usize = 60;
+
+#[test]
+fn at_least_sixty_distinct_fixtures_end_in_an_error() {
+    let is_error = |code: &String| {
+        codes::ALL.iter().any(|c| c.code == code && c.severity == policy_lang::Severity::Error)
+    };
+    let mut contents = BTreeSet::new();
+    let mut errors = 0;
+    for (fixture, _) in runs() {
+        let bytes = std::fs::read(&fixture.path).expect("reading a fixture");
+        assert!(contents.insert(bytes), "{} repeats another fixture", fixture.name);
+        if fixture.expect.iter().any(is_error) {
+            errors += 1;
+        }
+    }
+    assert!(errors >= MIN_ERROR_FIXTURES, "only {errors} fixtures end in an error");
+}
