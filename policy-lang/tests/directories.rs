@@ -79,7 +79,7 @@ fn a_mistake_deep_in_the_tree_is_reported_at_its_file() {
         "team/a/b/bad.yaml",
         "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: Not_A_Label\n",
     );
-    let (sources, _) = read_inputs(&[tree.0.clone()]).expect("reading the tree");
+    let (sources, _) = read_inputs(std::slice::from_ref(&tree.0)).expect("reading the tree");
     let bundle = load_sources(&sources);
     let [diag] = bundle.diagnostics.as_slice() else {
         panic!("expected one diagnostic, got {:?}", bundle.diagnostics)

@@ -126,7 +126,7 @@ fn physical_location(location: &Value, at: &str, out: &mut Vec<String>) {
 }
 
 fn text(value: &Value, at: &str, out: &mut Vec<String>) {
-    if !value.as_str().is_some_and(|s| !s.trim().is_empty()) {
+    if value.as_str().is_none_or(|s| s.trim().is_empty()) {
         out.push(format!("{at}: {value} is not a non-empty string"));
     }
 }
@@ -238,7 +238,9 @@ fn the_checker_rejects_what_code_scanning_rejects() {
     let (sources, diagnostics) = fixture_diagnostics();
     let good = report::sarif(&diagnostics[..1], &sources, "0.1.0");
     assert_eq!(problems(&good), Vec::<String>::new());
-    let broken: [(&str, fn(&mut Value)); 6] = [
+    /// What is broken, and how.
+    type Breakage = (&'static str, fn(&mut Value));
+    let broken: [Breakage; 6] = [
         ("version", |log| log["version"] = "2.0.0".into()),
         ("helpUri", |log| {
             log["runs"][0]["tool"]["driver"]["rules"][0]["helpUri"] = "docs/x.md".into()
