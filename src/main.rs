@@ -83,6 +83,38 @@ impl Semantics {
     }
 }
 
+/// Entry limits per table, below the datapath maps' capacities.
+#[derive(Debug, clap::Args)]
+struct CapacityArgs {
+    /// Most policy entries allowed (default: the datapath map's capacity).
+    #[arg(long)]
+    max_policy_entries: Option<usize>,
+    /// Most CIDR prefixes shorter than an address allowed (default: the ipcache map's
+    /// capacity).
+    #[arg(long)]
+    max_ipcache_entries: Option<usize>,
+    /// Most full-length addresses (pods, nodes, /32 and /128 CIDRs) allowed (default:
+    /// the hosts map's capacity).
+    #[arg(long)]
+    max_host_entries: Option<usize>,
+}
+
+impl CapacityArgs {
+    fn apply(&self, mut options: compiler::Options) -> compiler::Options {
+        let limits = [
+            (self.max_policy_entries, &mut options.capacity.policy),
+            (self.max_ipcache_entries, &mut options.capacity.ipcache),
+            (self.max_host_entries, &mut options.capacity.hosts),
+        ];
+        for (given, limit) in limits {
+            if let Some(n) = given {
+                *limit = n;
+            }
+        }
+        options
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum TraceFormat {
     Human,
@@ -109,17 +141,8 @@ enum Command {
         /// Forget retired identity numbers in the lock file, so they can be reused.
         #[arg(long, requires = "lock")]
         prune_retired: bool,
-        /// Most policy entries allowed (default: the datapath map's capacity).
-        #[arg(long)]
-        max_policy_entries: Option<usize>,
-        /// Most CIDR prefixes shorter than an address allowed (default: the ipcache
-        /// map's capacity).
-        #[arg(long)]
-        max_ipcache_entries: Option<usize>,
-        /// Most full-length addresses (pods, nodes, /32 and /128 CIDRs) allowed
-        /// (default: the hosts map's capacity).
-        #[arg(long)]
-        max_host_entries: Option<usize>,
+        #[command(flatten)]
+        capacity: CapacityArgs,
         #[command(flatten)]
         semantics: Semantics,
     },
@@ -137,6 +160,9 @@ enum Command {
         /// stdout.
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
+        /// The same limits as `compile`, so CI can check the headroom it wants.
+        #[command(flatten)]
+        capacity: CapacityArgs,
         #[command(flatten)]
         semantics: Semantics,
     },
@@ -204,32 +230,14 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Compile {
-            inputs,
-            output,
-            stats,
-            lock,
-            prune_retired,
-            max_policy_entries,
-            max_ipcache_entries,
-            max_host_entries,
-            semantics,
-        } => {
-            let mut options = semantics.options();
-            if let Some(n) = max_policy_entries {
-                options.capacity.policy = n;
-            }
-            if let Some(n) = max_ipcache_entries {
-                options.capacity.ipcache = n;
-            }
-            if let Some(n) = max_host_entries {
-                options.capacity.hosts = n;
-            }
+        Command::Compile { inputs, output, stats, lock, prune_retired, capacity, semantics } => {
+            let options = capacity.apply(semantics.options());
             compile(&inputs, &output, stats, lock.as_deref(), prune_retired, options)
         }
-        Command::Lint { inputs, deny_warnings, warn_unisolated, format, semantics } => {
+        Command::Lint { inputs, deny_warnings, warn_unisolated, format, capacity, semantics } => {
             let options = compiler::lint::LintOptions { unisolated_pods: warn_unisolated };
-            lint(&inputs, deny_warnings, options, format, &semantics.options())
+            let compile_options = capacity.apply(semantics.options());
+            lint(&inputs, deny_warnings, options, format, &compile_options)
         }
         Command::Inspect { artifact } => inspect(&artifact),
         Command::Connectivity { inputs, format, output, semantics } => {

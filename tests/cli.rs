@@ -42,6 +42,24 @@ fn lint_writes_sarif_that_names_rules_and_regions() {
 }
 
 #[test]
+fn sarif_places_a_result_without_a_span_in_an_input_file() {
+    // PL0300 is about the inputs as a whole; code scanning still needs a file and a line.
+    let fixture = "fixtures/invalid/PL0300-policy-table-full.yaml";
+    let out = policyc(&["lint", "--format", "sarif", "--max-policy-entries", "2", fixture]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let log: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("SARIF is JSON");
+    let results = log["runs"][0]["results"].as_array().expect("results");
+    let result = results.iter().find(|r| r["ruleId"] == "PL0300").expect("a PL0300 result");
+    let location = &result["locations"][0]["physicalLocation"];
+    assert_eq!(location["artifactLocation"]["uri"], fixture);
+    assert_eq!(location["region"]["startLine"], 1);
+    assert_eq!(location["region"]["startColumn"], 1);
+    let rule =
+        &log["runs"][0]["tool"]["driver"]["rules"][result["ruleIndex"].as_u64().unwrap() as usize];
+    assert!(rule["helpUri"].as_str().unwrap().starts_with("https://"), "{rule}");
+}
+
+#[test]
 fn compile_is_byte_identical_across_runs_and_refuses_bad_input() {
     let dir = std::env::temp_dir().join(format!("policyc-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

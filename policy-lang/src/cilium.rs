@@ -3,11 +3,12 @@
 //!
 //! Cilium rules can say things an offline compiler cannot enforce: L7 rules, TLS and
 //! listeners need its proxy, `toFQDNs` its DNS proxy, `toGroups` a cloud API,
-//! `authentication` mutual authentication; `toServices`, `cidrGroupRef` and node
-//! selectors need cluster objects policyc does not read yet. Each is reported at its
-//! field with a coded error, and the rule that holds it is left out of the model. For an
-//! allow rule that is the safe side (it allows less); an error stops the compile in
-//! any case, so a deny rule is never left out of an artifact.
+//! `authentication` mutual authentication; `toServices` and `cidrGroupRef` need cluster
+//! objects policyc does not read yet, and node selectors (host policies) a datapath on
+//! the node's own interfaces. Each is reported at its field with a coded error, and the
+//! rule that holds it is left out of the model. For an allow rule that is the safe side
+//! (it allows less); an error stops the compile in any case, so a deny rule is never
+//! left out of an artifact.
 
 mod entry;
 mod ports;
@@ -194,13 +195,20 @@ fn rule(r: &mut Reader<'_>, node: &Node, index: Option<usize>, kind: &str) -> Op
             None
         }
         (None, Some(key)) => {
+            // A host policy cannot be enforced faithfully by the datapath as it stands
+            // (docs/diagnostics.md, PL0103, has the whole argument): its programs sit on
+            // a pod's host-side veth, where tc ingress carries what the pod sends; on a
+            // node's uplink that sense is reversed and forwarded pod traffic passes too,
+            // traffic between the node and its own pods never crosses the uplink, and
+            // the artifact, shared by every node, gives node addresses no per-node host
+            // identity. Compiling the rule's tables anyway would enforce something else.
             r.push(
                 Diagnostic::new(
                     codes::UNSUPPORTED_FIELD,
-                    "nodeSelector (a host policy) is not supported yet",
+                    "nodeSelector (a host policy) cannot be enforced: policyc's datapath sits on pod interfaces, which a node's own traffic does not cross",
                 )
-                .at(key.span, "selects nodes, not pods")
-                .help("policyc compiles policies for pods; select them with endpointSelector"),
+                .at(key.span, "selects nodes, not pods: rule not compiled")
+                .help("keep enforcing host policies with Cilium's host firewall (or the node's nftables), and give policyc only the rules with an endpointSelector"),
             );
             None
         }

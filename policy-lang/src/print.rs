@@ -1,5 +1,5 @@
-//! Prints NetworkPolicies back to YAML that the front end reads to an equal AST (apart
-//! from spans).
+//! Prints NetworkPolicies, CiliumNetworkPolicies and CiliumClusterwideNetworkPolicies
+//! back to YAML that the front end reads to an equal AST (apart from spans).
 //!
 //! The output is meant for machines first (round-trip tests, fuzzing, normalised
 //! dumps), so it is explicit rather than short: every defaulted field is written out
@@ -8,6 +8,10 @@
 
 use crate::ast::{
     Direction, LabelSelector, Labels, NetPeer, NetPort, NetRule, NetworkPolicy, Operator, PortRef,
+};
+use crate::ast_cilium::{
+    CiliumL4, CiliumPeer, CiliumPeerRule, CiliumPolicy, CiliumPort, CiliumPortSpec, CiliumRule,
+    IcmpFamily,
 };
 
 /// One NetworkPolicy as a YAML document, without a `---` marker. An empty
@@ -46,6 +50,178 @@ pub fn network_policy(policy: &NetworkPolicy) -> String {
 /// Several NetworkPolicies as one multi-document YAML stream.
 pub fn network_policies(policies: &[NetworkPolicy]) -> String {
     policies.iter().map(|p| format!("---\n{}", network_policy(p))).collect()
+}
+
+/// One Cilium policy as a YAML document, without a `---` marker.
+///
+/// The AST keeps what a rule means, not every way of writing it, so some fields come
+/// out in one canonical spelling: `enableDefaultDeny` is always written (it holds the
+/// decoder's defaulting), CIDR peers are `fromCIDRSet`/`toCIDRSet` entries, a reserved
+/// identity among endpoint selectors is a `reserved:` selector and otherwise an entity,
+/// and ports and ICMP fields are split into entries of at most 40 (Cilium's limit).
+/// The rule without an index prints as `spec`, the others as `specs` in index order.
+pub fn cilium_policy(policy: &CiliumPolicy) -> String {
+    let mut meta = vec![("name", Yaml::str(&policy.meta.name.value))];
+    if !policy.clusterwide {
+        meta.push(("namespace", Yaml::str(&policy.meta.namespace)));
+    }
+    if !policy.meta.labels.is_empty() {
+        meta.push(("labels", labels(&policy.meta.labels)));
+    }
+    let mut fields = vec![
+        ("apiVersion", Yaml::str("cilium.io/v2")),
+        ("kind", Yaml::str(policy.kind())),
+        ("metadata", Yaml::map(meta)),
+    ];
+    let mut specs: Vec<&CiliumRule> = Vec::new();
+    for rule in &policy.rules {
+        match rule.index {
+            None => fields.push(("spec", cilium_rule(rule))),
+            Some(_) => specs.push(rule),
+        }
+    }
+    specs.sort_by_key(|r| r.index);
+    if !specs.is_empty() {
+        fields.push(("specs", Yaml::Seq(specs.into_iter().map(cilium_rule).collect())));
+    }
+    let mut out = String::new();
+    Yaml::map(fields).write_block(&mut out, 0);
+    out
+}
+
+/// Several Cilium policies as one multi-document YAML stream.
+pub fn cilium_policies(policies: &[CiliumPolicy]) -> String {
+    policies.iter().map(|p| format!("---\n{}", cilium_policy(p))).collect()
+}
+
+fn cilium_rule(rule: &CiliumRule) -> Yaml {
+    let mut fields = vec![("endpointSelector", selector(&rule.subject))];
+    let lists = [
+        ("ingress", "from", &rule.ingress),
+        ("ingressDeny", "from", &rule.ingress_deny),
+        ("egress", "to", &rule.egress),
+        ("egressDeny", "to", &rule.egress_deny),
+    ];
+    for (name, prefix, entries) in lists {
+        if !entries.is_empty() {
+            let entries = entries.iter().map(|e| cilium_entry(e, prefix)).collect();
+            fields.push((name, Yaml::Seq(entries)));
+        }
+    }
+    fields.push((
+        "enableDefaultDeny",
+        Yaml::map(vec![
+            ("ingress", Yaml::Bool(rule.default_deny_ingress)),
+            ("egress", Yaml::Bool(rule.default_deny_egress)),
+        ]),
+    ));
+    Yaml::map(fields)
+}
+
+/// One entry of a rule list; `prefix` is `from` or `to`.
+fn cilium_entry(entry: &CiliumPeerRule, prefix: &str) -> Yaml {
+    let mut fields: Vec<(String, Yaml)> = Vec::new();
+    if let Some(peers) = &entry.peers {
+        let endpoints = peers.iter().any(|p| matches!(p, CiliumPeer::Endpoints(_)));
+        let cidrs = peers.iter().any(|p| matches!(p, CiliumPeer::Cidr { .. }));
+        // Cilium refuses a rule that mixes kinds of peer, so the decoder only ever
+        // produces one kind per rule; entities stand among endpoint selectors as
+        // `reserved:` labels.
+        let (field, items): (&str, Vec<Yaml>) = if endpoints {
+            ("Endpoints", peers.iter().map(endpoint_selector).collect())
+        } else if cidrs {
+            ("CIDRSet", peers.iter().filter_map(cidr_rule).collect())
+        } else {
+            let names = peers.iter().filter_map(|p| match p {
+                CiliumPeer::Entity(e) => Some(Yaml::str(e.value.name())),
+                _ => None,
+            });
+            ("Entities", names.collect())
+        };
+        fields.push((format!("{prefix}{field}"), Yaml::Seq(items)));
+    }
+    if let Some(l4) = &entry.l4 {
+        fields.extend(cilium_l4(l4));
+    }
+    Yaml::Map(fields)
+}
+
+/// A `fromEndpoints`/`toEndpoints` item.
+fn endpoint_selector(peer: &CiliumPeer) -> Yaml {
+    match peer {
+        CiliumPeer::Endpoints(s) => selector(s),
+        CiliumPeer::Entity(e) => Yaml::map(vec![(
+            "matchLabels",
+            Yaml::Map(vec![(format!("reserved:{}", e.value.name()), Yaml::str(""))]),
+        )]),
+        CiliumPeer::Cidr { .. } => Yaml::map(vec![]),
+    }
+}
+
+fn cidr_rule(peer: &CiliumPeer) -> Option<Yaml> {
+    let CiliumPeer::Cidr { cidr, except, .. } = peer else { return None };
+    let mut fields = vec![("cidr", Yaml::str(&cidr.to_string()))];
+    if !except.is_empty() {
+        fields.push((
+            "except",
+            Yaml::Seq(except.iter().map(|c| Yaml::str(&c.to_string())).collect()),
+        ));
+    }
+    Some(Yaml::map(fields))
+}
+
+/// `toPorts` or `icmps`, in entries of at most 40 items. An L4 part that lists nothing is
+/// one `toPorts` entry with no ports.
+fn cilium_l4(l4: &CiliumL4) -> Vec<(String, Yaml)> {
+    const MAX: usize = 40;
+    let mut out = Vec::new();
+    if !l4.ports.is_empty() || l4.icmps.is_empty() {
+        let mut entries: Vec<Yaml> = l4
+            .ports
+            .chunks(MAX)
+            .map(|chunk| {
+                Yaml::map(vec![("ports", Yaml::Seq(chunk.iter().map(cilium_port).collect()))])
+            })
+            .collect();
+        if entries.is_empty() {
+            entries.push(Yaml::map(vec![("ports", Yaml::Seq(Vec::new()))]));
+        }
+        out.push(("toPorts".to_owned(), Yaml::Seq(entries)));
+    }
+    if !l4.icmps.is_empty() {
+        let entries = l4.icmps.chunks(MAX).map(|chunk| {
+            let items = chunk.iter().map(|m| {
+                let family = match m.family {
+                    IcmpFamily::V4 => "IPv4",
+                    IcmpFamily::V6 => "IPv6",
+                };
+                Yaml::map(vec![
+                    ("family", Yaml::str(family)),
+                    ("type", Yaml::Int(i64::from(m.icmp_type))),
+                ])
+            });
+            Yaml::map(vec![("fields", Yaml::Seq(items.collect()))])
+        });
+        out.push(("icmps".to_owned(), Yaml::Seq(entries.collect())));
+    }
+    out
+}
+
+fn cilium_port(port: &CiliumPort) -> Yaml {
+    // Cilium's `port` is a string field; numbers are written as its exports write them.
+    let (start, end) = match &port.port {
+        CiliumPortSpec::All => ("0".to_owned(), None),
+        CiliumPortSpec::Range(start, end) if start == end => (start.to_string(), None),
+        CiliumPortSpec::Range(start, end) => (start.to_string(), Some(*end)),
+        CiliumPortSpec::Named(name) => (name.clone(), None),
+    };
+    let mut fields = vec![("port", Yaml::Str(start))];
+    if let Some(end) = end {
+        fields.push(("endPort", Yaml::Int(i64::from(end))));
+    }
+    let protocol = port.protocol.map_or("ANY", |p| p.name());
+    fields.push(("protocol", Yaml::str(protocol)));
+    Yaml::map(fields)
 }
 
 /// The `policyTypes` spelling of a direction.
@@ -131,10 +307,11 @@ fn port(port: &NetPort) -> Yaml {
     Yaml::map(fields)
 }
 
-/// The few YAML shapes a NetworkPolicy needs, written in block style.
+/// The few YAML shapes policies need, written in block style.
 enum Yaml {
     Str(String),
     Int(i64),
+    Bool(bool),
     Seq(Vec<Yaml>),
     Map(Vec<(String, Yaml)>),
 }
@@ -153,6 +330,7 @@ impl Yaml {
         match self {
             Yaml::Str(s) => Some(quote(s)),
             Yaml::Int(n) => Some(n.to_string()),
+            Yaml::Bool(b) => Some(b.to_string()),
             Yaml::Seq(items) if items.is_empty() => Some("[]".into()),
             Yaml::Map(entries) if entries.is_empty() => Some("{}".into()),
             Yaml::Seq(_) | Yaml::Map(_) => None,
@@ -190,7 +368,7 @@ impl Yaml {
                     }
                 }
             }
-            Yaml::Str(_) | Yaml::Int(_) => {
+            Yaml::Str(_) | Yaml::Int(_) | Yaml::Bool(_) => {
                 out.push_str(&pad);
                 out.push_str(&self.inline().unwrap_or_default());
                 out.push('\n');

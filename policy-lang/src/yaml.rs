@@ -162,6 +162,28 @@ fn span_of(location: &serde_saphyr::Location, file: FileId) -> Span {
     }
 }
 
+/// The parser's safety budget. Real manifests nest about 15 deep (a CronJob's container
+/// ports) and never need aliases to expand much, while a kubectl export of a large
+/// cluster has millions of nodes and Helm renders whole charts into one multi-document
+/// stream. So: a shallow depth limit, which also bounds the stack the recursive decoder
+/// uses, a small alias-replay budget against "billion laughs" files, and node, event
+/// and document counts sized for big exports. docs/diagnostics.md (PL0001) states these
+/// numbers, and its test checks that it states these.
+pub mod budget {
+    /// Collections nested inside each other.
+    pub const MAX_DEPTH: usize = 32;
+    /// Documents in one file.
+    pub const MAX_DOCUMENTS: usize = 1_000_000;
+    /// Nodes (mappings, sequences and scalars) in one file.
+    pub const MAX_NODES: usize = 50_000_000;
+    /// Parser events in one file: about one per node, plus one at each collection's end.
+    pub const MAX_EVENTS: usize = 100_000_000;
+    /// Alias uses (`*name`) in one file, serde-saphyr's default, kept as it is.
+    pub const MAX_ALIASES: usize = 50_000;
+    /// Events that alias uses may replay in all: what an alias bomb multiplies.
+    pub const MAX_REPLAYED_EVENTS: usize = 100_000;
+}
+
 /// Parses every document of a file. A syntax error anywhere fails the whole file with
 /// one diagnostic at the parser's position: the YAML parser cannot resynchronise, and a
 /// half-read file would silently lose objects.
@@ -174,20 +196,21 @@ pub fn parse_documents(text: &str, file: FileId) -> Result<Vec<Node>, Diagnostic
         // `yes`, `on` and `y` stay strings, as in YAML 1.2 and JSON: a label value
         // `on` must not turn into `true`.
         strict_booleans: true,
-        // Real manifests nest about 15 deep (a CronJob's container ports) and never
-        // need aliases to expand much, while a kubectl export of a large cluster has
-        // millions of nodes. So: a shallow depth limit, which also bounds the stack the
-        // recursive decoder uses, a small alias-replay budget against "billion laughs"
-        // files, and node and event counts sized for big exports.
+        // See [`budget`] for the reasons of each number.
         budget: serde_saphyr::budget! {
-            max_depth: 32,
-            max_nodes: 50_000_000,
-            max_events: 100_000_000,
-            // Helm and kustomize render whole charts into one multi-document stream.
-            max_documents: 1_000_000,
+            max_depth: budget::MAX_DEPTH,
+            max_nodes: budget::MAX_NODES,
+            max_events: budget::MAX_EVENTS,
+            max_documents: budget::MAX_DOCUMENTS,
+            max_aliases: budget::MAX_ALIASES,
+            // serde-saphyr also refuses a file once it has 100 aliases and more than ten
+            // per anchor. Replays are bounded by MAX_REPLAYED_EVENTS whatever the ratio,
+            // so that heuristic adds no safety, and it refused plain files that reuse
+            // one anchor for the labels of many objects.
+            enforce_alias_anchor_ratio: false,
         },
         alias_limits: serde_saphyr::alias_limits! {
-            max_total_replayed_events: 100_000,
+            max_total_replayed_events: budget::MAX_REPLAYED_EVENTS,
         },
     };
     match serde_saphyr::from_multiple_with_options::<Spanned<RawKind>>(text, options) {
@@ -214,18 +237,34 @@ fn describe(err: &serde_saphyr::Error) -> String {
     if !message.contains("budget") {
         return message;
     }
+    // serde-saphyr names the breach by its `BudgetBreach` variant.
     let limit = if message.contains("Depth") {
-        "the document nests deeper than 32 levels"
+        format!("the document nests deeper than {} levels", budget::MAX_DEPTH)
     } else if message.contains("Documents") {
-        "the file has too many documents"
-    } else if message.contains("Nodes") || message.contains("Events") {
-        "the document has too many nodes"
-    } else if message.contains("lias") || message.contains("eplay") {
-        "aliases expand to too much data (an alias bomb?)"
+        format!("the file has more than {} documents", grouped(budget::MAX_DOCUMENTS))
+    } else if message.contains("Nodes") {
+        format!("the file has more than {} nodes", grouped(budget::MAX_NODES))
+    } else if message.contains("Events") {
+        format!("the file has more than {} parser events", grouped(budget::MAX_EVENTS))
+    } else if message.contains("Aliases") {
+        format!("the file uses more than {} aliases", grouped(budget::MAX_ALIASES))
     } else {
-        "the document exceeds a parser limit"
+        "the file exceeds a parser limit".to_owned()
     };
     format!("{limit} ({message})")
+}
+
+/// `1000000` as `1,000,000`, as docs/diagnostics.md writes numbers.
+pub fn grouped(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// serde-saphyr's messages may carry a source excerpt after the first line; the
@@ -264,5 +303,35 @@ mod tests {
         let diag = parse_documents(&text, FileId(0)).unwrap_err();
         assert_eq!(diag.code.code, "PL0001");
         assert!(diag.message.contains("deeper than 32"), "{}", diag.message);
+    }
+
+    #[test]
+    fn one_anchor_may_be_reused_for_many_objects() {
+        let mut text = String::from("common: &labels {app: web}\npods:\n");
+        for i in 0..500 {
+            text.push_str(&format!("  - name: p{i}\n    labels: *labels\n"));
+        }
+        let docs = parse_documents(&text, FileId(0)).expect("500 uses of one anchor parse");
+        let NodeKind::Seq(pods) = &docs[0].get("pods").unwrap().kind else { panic!("a list") };
+        assert_eq!(
+            pods[499].get("labels").and_then(|l| l.get("app")).unwrap().as_str(),
+            Some("web")
+        );
+    }
+
+    #[test]
+    fn more_aliases_than_the_budget_is_a_diagnostic() {
+        let aliases = vec!["*a"; budget::MAX_ALIASES + 1].join(",");
+        let text = format!("a: &a x\nb: [{aliases}]\n");
+        let diag = parse_documents(&text, FileId(0)).unwrap_err();
+        assert!(diag.message.contains("more than 50,000 aliases"), "{}", diag.message);
+    }
+
+    #[test]
+    fn budget_numbers_are_written_with_thousands_separators() {
+        assert_eq!(grouped(32), "32");
+        assert_eq!(grouped(50_000), "50,000");
+        assert_eq!(grouped(1_000_000), "1,000,000");
+        assert_eq!(grouped(100_000_000), "100,000,000");
     }
 }

@@ -225,3 +225,24 @@ fn bad_examples_produce_exactly_their_code_and_fixed_ones_nothing() {
     }
     assert!(failures.is_empty(), "docs/diagnostics.md:\n{}", failures.join("\n"));
 }
+
+/// The PL0001 section states the parser's budget; it went stale once, so each number is
+/// checked against the constants the parser is configured with.
+#[test]
+fn the_syntax_section_states_the_parser_budget() {
+    use policy_lang::yaml::{budget, grouped};
+    let sections = code_sections(&doc());
+    let (section, _, _) =
+        sections.iter().find(|(_, c, _)| c == "PL0001").expect("a PL0001 section");
+    let text = section.body.split_whitespace().collect::<Vec<_>>().join(" ");
+    let stated = [
+        format!("nested more than {} deep", budget::MAX_DEPTH),
+        format!("more than {} documents", grouped(budget::MAX_DOCUMENTS)),
+        format!("than {} nodes", grouped(budget::MAX_NODES)),
+        format!("{} parser events", grouped(budget::MAX_EVENTS)),
+        format!("more than {} aliases", grouped(budget::MAX_ALIASES)),
+        format!("replay more than {} events", grouped(budget::MAX_REPLAYED_EVENTS)),
+    ];
+    let missing: Vec<&String> = stated.iter().filter(|s| !text.contains(s.as_str())).collect();
+    assert!(missing.is_empty(), "docs/diagnostics.md PL0001 does not say {missing:?}");
+}

@@ -107,11 +107,12 @@ fn expected_codes(path: &Path) -> BTreeSet<String> {
     expect
 }
 
-/// Stack for the front-end thread. The parser stops nesting at 64 levels, but in a debug
-/// build each level costs about 40 KiB of stack (about 6 KiB in release), so a document
-/// at the limit needs some 2.6 MiB: more than the 2 MiB a spawned thread gets by default,
-/// less than the 8 MiB main thread `policyc` parses on. 16 MiB leaves room for growth
-/// without hiding an unbounded recursion, which would still overflow it.
+/// Stack for the front-end thread. The parser stops nesting at 32 levels
+/// (`yaml::budget::MAX_DEPTH`), but in a debug build each level costs tens of KiB of
+/// stack, parsing and decoding together, which brings a document at the limit close to
+/// the 2 MiB a spawned thread gets by default; `policyc` parses on its 8 MiB main thread.
+/// 16 MiB leaves room for growth without hiding an unbounded recursion, which would
+/// still overflow it.
 const STACK: usize = 16 << 20;
 
 /// Runs the front end on one file on its own thread, so that a hang becomes a test
@@ -247,4 +248,27 @@ fn fixture_names_start_with_an_expected_code() {
             fixture.expect
         );
     }
+}
+
+/// The floor: at least 60 distinct bad inputs that are refused with an error
+/// (warnings and notes do not count). Every fixture produces exactly its expected codes
+/// (here for the front end, in the compiler's test for the whole pipeline), so the
+/// expectation tells which fixtures end in an error.
+const MIN_ERROR_FIXTURES: usize = 60;
+
+#[test]
+fn at_least_sixty_distinct_fixtures_end_in_an_error() {
+    let is_error = |code: &String| {
+        codes::ALL.iter().any(|c| c.code == code && c.severity == policy_lang::Severity::Error)
+    };
+    let mut contents = BTreeSet::new();
+    let mut errors = 0;
+    for (fixture, _) in runs() {
+        let bytes = std::fs::read(&fixture.path).expect("reading a fixture");
+        assert!(contents.insert(bytes), "{} repeats another fixture", fixture.name);
+        if fixture.expect.iter().any(is_error) {
+            errors += 1;
+        }
+    }
+    assert!(errors >= MIN_ERROR_FIXTURES, "only {errors} fixtures end in an error");
 }

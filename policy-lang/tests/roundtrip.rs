@@ -1,11 +1,16 @@
-//! Property tests of the front end as a whole: valid policies survive printing and
-//! parsing unchanged, and no input, however broken, makes the front end panic.
+//! Property tests of the front end as a whole: valid policies of every kind survive
+//! printing and parsing unchanged, and no input, however broken, makes the front end
+//! panic.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use policy_lang::ast::{
     Cidr, Direction, LabelSelector, Labels, NetPeer, NetPort, NetRule, NetworkPolicy, ObjectMeta,
     Operator, PortRef, Protocol, Requirement, Sp,
+};
+use policy_lang::ast_cilium::{
+    CiliumL4, CiliumPeer, CiliumPeerRule, CiliumPolicy, CiliumPort, CiliumPortSpec, CiliumRule,
+    Entity, IcmpFamily, IcmpMatch,
 };
 use policy_lang::{Severity, Sources, Span, fuzzing, load_sources, print, selector_expr};
 use proptest::collection::{btree_map, vec};
@@ -203,6 +208,146 @@ fn policies() -> impl Strategy<Value = Vec<NetworkPolicy>> {
     })
 }
 
+/// Entities a `reserved:` label may name among endpoint selectors: all but `all` and
+/// `cluster`, which are not reserved labels.
+fn reserved_entity() -> impl Strategy<Value = Entity> {
+    prop::sample::select(
+        Entity::ALL
+            .iter()
+            .copied()
+            .filter(|e| !matches!(e, Entity::All | Entity::Cluster))
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// The peers of one rule, of one kind, as Cilium requires: endpoint selectors (with
+/// reserved identities among them), entities, or CIDRs with their exceptions.
+fn cilium_peers() -> impl Strategy<Value = Vec<CiliumPeer>> {
+    let endpoint = prop_oneof![
+        3 => selector().prop_map(CiliumPeer::Endpoints),
+        1 => reserved_entity().prop_map(|e| CiliumPeer::Entity(Sp::new(e, Span::default()))),
+    ];
+    let entity = prop::sample::select(Entity::ALL.to_vec())
+        .prop_map(|e| CiliumPeer::Entity(Sp::new(e, Span::default())));
+    let cidr = ip_block().prop_map(|peer| match peer {
+        NetPeer::IpBlock { cidr, except, span } => CiliumPeer::Cidr { cidr, except, span },
+        NetPeer::Pods { .. } => unreachable!("ip_block makes ipBlocks"),
+    });
+    prop_oneof![vec(endpoint, 0..3), vec(entity, 1..3), vec(cidr, 1..3)]
+}
+
+fn cilium_port() -> impl Strategy<Value = CiliumPort> {
+    let protocol = prop_oneof![
+        Just(None),
+        Just(Some(Protocol::Tcp)),
+        Just(Some(Protocol::Udp)),
+        Just(Some(Protocol::Sctp)),
+    ];
+    let range = (1u16..=65535)
+        .prop_flat_map(|start| (Just(start), start..=65535))
+        .prop_map(|(start, end)| CiliumPortSpec::Range(start, end));
+    let spec = prop_oneof![
+        1 => Just(CiliumPortSpec::All),
+        2 => (1u16..=65535).prop_map(|p| CiliumPortSpec::Range(p, p)),
+        2 => range,
+        1 => port_name().prop_map(CiliumPortSpec::Named),
+    ];
+    (protocol, spec).prop_map(|(protocol, port)| CiliumPort {
+        protocol,
+        port,
+        span: Span::default(),
+    })
+}
+
+fn icmp() -> impl Strategy<Value = IcmpMatch> {
+    let family = prop_oneof![Just(IcmpFamily::V4), Just(IcmpFamily::V6)];
+    (family, any::<u8>()).prop_map(|(family, icmp_type)| IcmpMatch {
+        family,
+        icmp_type,
+        span: Span::default(),
+    })
+}
+
+/// No L4 part, ports (some entries list more than Cilium's 40 per entry, which printing
+/// must split), ICMP types, or an L4 part that lists nothing.
+fn cilium_l4() -> impl Strategy<Value = Option<CiliumL4>> {
+    prop_oneof![
+        2 => Just(None),
+        3 => vec(cilium_port(), 1..4).prop_map(|ports| Some(CiliumL4 { ports, icmps: vec![] })),
+        1 => vec(cilium_port(), 41..45).prop_map(|ports| Some(CiliumL4 { ports, icmps: vec![] })),
+        1 => vec(icmp(), 1..4).prop_map(|icmps| Some(CiliumL4 { ports: vec![], icmps })),
+        1 => Just(Some(CiliumL4 { ports: vec![], icmps: vec![] })),
+    ]
+}
+
+fn cilium_entries() -> impl Strategy<Value = Vec<CiliumPeerRule>> {
+    let entry = (option::of(cilium_peers()), cilium_l4());
+    vec(entry, 0..3).prop_map(|entries| {
+        entries
+            .into_iter()
+            .enumerate()
+            .map(|(index, (peers, l4))| CiliumPeerRule { peers, l4, index, span: Span::default() })
+            .collect()
+    })
+}
+
+fn cilium_rule() -> impl Strategy<Value = CiliumRule> {
+    let lists = (cilium_entries(), cilium_entries(), cilium_entries(), cilium_entries());
+    (selector(), any::<(bool, bool)>(), lists).prop_map(
+        |(subject, (default_deny_ingress, default_deny_egress), lists)| CiliumRule {
+            index: None,
+            subject,
+            default_deny_ingress,
+            default_deny_egress,
+            ingress: lists.0,
+            ingress_deny: lists.1,
+            egress: lists.2,
+            egress_deny: lists.3,
+            span: Span::default(),
+        },
+    )
+}
+
+fn cilium_policy() -> impl Strategy<Value = CiliumPolicy> {
+    // 0: `spec` alone, 1: `specs` alone, 2: both.
+    let rules = (0..3u8, vec(cilium_rule(), 1..3)).prop_map(|(shape, mut rules)| {
+        let first_is_spec = shape != 1;
+        if shape == 2 && rules.len() == 1 {
+            rules.push(rules[0].clone());
+        }
+        let offset = usize::from(first_is_spec);
+        for (i, rule) in rules.iter_mut().enumerate() {
+            rule.index = if i == 0 && first_is_spec { None } else { Some(i - offset) };
+        }
+        if shape == 0 {
+            rules.truncate(1);
+        }
+        rules
+    });
+    (any::<bool>(), dns_subdomain(), dns_label(), labels(), rules).prop_map(
+        |(clusterwide, name, namespace, labels, rules)| CiliumPolicy {
+            meta: ObjectMeta {
+                name: Sp::new(name, Span::default()),
+                namespace: if clusterwide { String::new() } else { namespace },
+                labels,
+                span: Span::default(),
+            },
+            clusterwide,
+            rules,
+        },
+    )
+}
+
+/// One to three Cilium policies with distinct names.
+fn cilium_policies() -> impl Strategy<Value = Vec<CiliumPolicy>> {
+    vec(cilium_policy(), 1..4).prop_map(|mut policies| {
+        for (i, p) in policies.iter_mut().enumerate() {
+            p.meta.name.value = format!("{}-{i}", p.meta.name.value);
+        }
+        policies
+    })
+}
+
 #[derive(Clone, Debug)]
 enum Mutation {
     Replace(Index, u8),
@@ -263,6 +408,41 @@ proptest! {
         prop_assert!(errors.is_empty(), "{text}\n{}", errors.concat());
         let parsed: Vec<_> = bundle.network_policies.iter().map(fuzzing::without_spans).collect();
         prop_assert_eq!(parsed, policies, "{}", text);
+    }
+
+    #[test]
+    fn printed_cilium_policies_parse_back_to_the_same_ast(policies in cilium_policies()) {
+        let text = print::cilium_policies(&policies);
+        let mut sources = Sources::default();
+        sources.add("printed.yaml", text.as_str());
+        let bundle = load_sources(&sources);
+
+        let errors: Vec<String> = bundle
+            .diagnostics
+            .iter()
+            .filter(|d| d.severity() == Severity::Error)
+            .map(|d| d.render(&sources))
+            .collect();
+        prop_assert!(errors.is_empty(), "{text}\n{}", errors.concat());
+        let parsed: Vec<_> =
+            bundle.cilium_policies.iter().map(fuzzing::cilium_without_spans).collect();
+        prop_assert_eq!(parsed, policies, "{}", text);
+    }
+
+    #[test]
+    fn front_end_survives_cilium_like_strings(
+        text in "([a-zA-Z0-9:{}\\[\\],'\" \n/.-]|apiVersion: cilium.io/v2\n|kind: CiliumNetworkPolicy\n|kind: CiliumClusterwideNetworkPolicy\n|specs?:|endpointSelector|nodeSelector|ingress|egressDeny|fromEndpoints|toEntities|fromCIDRSet|except|toPorts|port|endPort|protocol: ANY|icmps|fields|type|family|enableDefaultDeny|matchLabels|k8s:|reserved:host|  - ){0,120}"
+    ) {
+        fuzzing::front_end(text.as_bytes());
+    }
+
+    #[test]
+    fn front_end_survives_mutated_printed_cilium_policies(
+        policies in cilium_policies(),
+        mutations in vec(mutation(), 1..8),
+    ) {
+        let bytes = mutate(&print::cilium_policies(&policies), &mutations);
+        fuzzing::front_end(String::from_utf8_lossy(&bytes).as_bytes());
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Every file in `fixtures/valid` is shaped like what real tools export (kubectl with
 //! status and managedFields, the API server's typed lists, Helm output, JSON, CRLF line
-//! endings) and must read without an error or a warning; notes, such as for the
-//! Services and ConfigMaps Helm renders, are allowed.
+//! endings; NetworkPolicies and Cilium policies) and must read without an error or a
+//! warning; notes, such as for the Services and ConfigMaps Helm renders, are allowed.
+//! `compiler/tests/valid_fixtures.rs` also compiles and lints the directory, with
+//! warnings denied.
 //!
 //! The directory is read as `policyc lint fixtures/valid` reads it, so it is also one
 //! consistent cluster: every namespaced object's namespace has its Namespace object
@@ -13,6 +15,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use policy_lang::ast::{NodeAddressKind, Pod, Protocol, Workload, WorkloadKind};
+use policy_lang::ast_cilium::{CiliumPeer, CiliumPortSpec, Entity, IcmpFamily};
 use policy_lang::manifest::read_inputs;
 use policy_lang::{Bundle, Severity, Sources, load_sources};
 
@@ -61,7 +64,7 @@ fn every_file_reads_without_errors_or_warnings() {
         .map(|e| e.expect("listing fixtures/valid").path())
         .collect();
     files.sort();
-    assert!(files.len() >= 8, "fixtures/valid has only {} files", files.len());
+    assert!(files.len() >= 10, "fixtures/valid has only {} files", files.len());
     let mut failures = Vec::new();
     for file in &files {
         let (sources, bundle) = load(std::slice::from_ref(file));
@@ -70,7 +73,8 @@ fn every_file_reads_without_errors_or_warnings() {
             + bundle.nodes.len()
             + bundle.pods.len()
             + bundle.workloads.len()
-            + bundle.network_policies.len();
+            + bundle.network_policies.len()
+            + bundle.cilium_policies.len();
         if objects == 0 {
             failures.push(format!("{}: no object decoded", file.display()));
         }
@@ -90,7 +94,8 @@ fn the_directory_is_one_consistent_cluster() {
         .iter()
         .map(|p| &p.meta)
         .chain(bundle.workloads.iter().map(|w| &w.meta))
-        .chain(bundle.network_policies.iter().map(|p| &p.meta));
+        .chain(bundle.network_policies.iter().map(|p| &p.meta))
+        .chain(bundle.cilium_policies.iter().filter(|p| !p.clusterwide).map(|p| &p.meta));
     for meta in used {
         assert!(
             namespaces.contains(meta.namespace.as_str()),
@@ -125,6 +130,9 @@ fn decodes_every_object_of_the_fixtures() {
     // Eight from `kubectl get pods -A`, one Helm test hook.
     assert_eq!(bundle.pods.len(), 9);
     assert_eq!(bundle.network_policies.len(), 6);
+    // Two CiliumNetworkPolicies and a clusterwide one from kubectl, two from Helm.
+    assert_eq!(bundle.cilium_policies.len(), 5);
+    assert_eq!(bundle.cilium_policies.iter().filter(|p| p.clusterwide).count(), 1);
     let mut kinds: Vec<&str> = bundle.workloads.iter().map(|w| w.kind.name()).collect();
     kinds.sort();
     assert_eq!(
@@ -250,4 +258,70 @@ fn nodes_of_a_typed_list_keep_addresses_and_pod_cidrs() {
     let cidrs: Vec<String> = node.pod_cidrs.iter().map(|c| c.value.to_string()).collect();
     assert_eq!(cidrs, ["10.244.1.0/24", "fd00:10:244:1::/64"]);
     assert_eq!(node.meta.labels["topology.kubernetes.io/zone"], "eu-central-1b");
+}
+
+#[test]
+fn cilium_exports_keep_rules_and_drop_status_and_source_prefixes() {
+    let (_, bundle) = load(&[fixtures_dir().join("cilium-policies-export.yaml")]);
+    let policy =
+        |name: &str| bundle.cilium_policies.iter().find(|p| p.meta.name.value == name).expect(name);
+
+    // `k8s:` is the only source of pod labels, so it is dropped from selector keys.
+    let web = policy("web-to-payment-provider");
+    assert_eq!(web.meta.namespace, "shop");
+    let rule = &web.rules[0];
+    assert_eq!(rule.subject.match_labels["app.kubernetes.io/name"], "web");
+    assert!(rule.default_deny_egress && !rule.default_deny_ingress);
+    let Some([CiliumPeer::Cidr { cidr, except, .. }]) = rule.egress[0].peers.as_deref() else {
+        panic!("one CIDR set peer: {:?}", rule.egress[0].peers)
+    };
+    assert_eq!(
+        (cidr.to_string(), except[0].to_string()),
+        ("203.0.113.0/24".into(), "203.0.113.128/25".into())
+    );
+
+    // `specs`: two rules, the second's explicit enableDefaultDeny kept as written.
+    let hardening = policy("postgres-hardening");
+    assert_eq!(hardening.rules.iter().map(|r| r.index).collect::<Vec<_>>(), [Some(0), Some(1)]);
+    assert!(hardening.rules[0].default_deny_ingress && hardening.rules[0].default_deny_egress);
+    assert!(hardening.rules[1].default_deny_ingress && !hardening.rules[1].default_deny_egress);
+    let port = &hardening.rules[1].egress_deny[0].l4.as_ref().expect("ports").ports[0];
+    assert_eq!(
+        (port.protocol, &port.port),
+        (Some(Protocol::Tcp), &CiliumPortSpec::Range(5433, 5433))
+    );
+
+    let dns = policy("cluster-dns");
+    assert!(dns.clusterwide && dns.meta.namespace.is_empty());
+    let subject = &dns.rules[0].subject.match_labels;
+    assert_eq!(subject["io.kubernetes.pod.namespace"], "kube-system");
+    let ingress = &dns.rules[0].ingress;
+    assert!(
+        matches!(ingress[0].peers.as_deref(), Some([CiliumPeer::Entity(e)]) if e.value == Entity::Cluster)
+    );
+    let icmps = &ingress[1].l4.as_ref().expect("icmps").icmps;
+    let types: Vec<(IcmpFamily, u8)> = icmps.iter().map(|m| (m.family, m.icmp_type)).collect();
+    assert_eq!(types, [(IcmpFamily::V4, 8), (IcmpFamily::V6, 128)]);
+}
+
+#[test]
+fn helm_output_with_an_empty_document_reads_its_cilium_policies() {
+    let (sources, bundle) = load(&[fixtures_dir().join("helm-cart-cilium.yaml")]);
+    assert!(bundle.diagnostics.is_empty(), "{:?}", problems(&sources, &bundle));
+    let names: Vec<&str> =
+        bundle.cilium_policies.iter().map(|p| p.meta.name.value.as_str()).collect();
+    assert_eq!(names, ["cart-test-connection", "cart-metrics"]);
+    let metrics = &bundle.cilium_policies[1].rules[0].ingress[0];
+    let entities: Vec<Entity> = metrics
+        .peers
+        .iter()
+        .flatten()
+        .filter_map(|p| match p {
+            CiliumPeer::Entity(e) => Some(e.value),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(entities, [Entity::Host, Entity::RemoteNode]);
+    let named = &bundle.cilium_policies[0].rules[0].egress[0].l4.as_ref().expect("ports").ports[0];
+    assert_eq!(named.port, CiliumPortSpec::Named("grpc".into()));
 }

@@ -70,7 +70,7 @@ pub(super) fn selector(
             r,
             first.span,
             "selects a reserved identity, which is not a pod",
-            "policyc compiles policies for pods; host policies (nodeSelector) are not supported yet",
+            "select pods here; a reserved identity such as the host cannot be a subject, since policyc enforces host policies nowhere (see PL0103 in docs/diagnostics.md)",
         );
         return None;
     }

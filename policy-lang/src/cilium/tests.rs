@@ -190,7 +190,12 @@ fn reports_node_selectors_as_host_policies() {
     let text = "apiVersion: cilium.io/v2\nkind: CiliumClusterwideNetworkPolicy\nmetadata:\n  name: hosts\n\
                 spec:\n  nodeSelector:\n    matchLabels:\n      role: edge\n  ingress:\n    - fromEntities: [world]\n";
     assert_one(text, codes::UNSUPPORTED_FIELD, "nodeSelector");
-    assert!(load(text).cilium_policies[0].rules.is_empty());
+    let bundle = load(text);
+    assert!(bundle.cilium_policies[0].rules.is_empty());
+    // The diagnostic says why the rule cannot be compiled and where to enforce it.
+    let diag = &bundle.diagnostics[0];
+    assert!(diag.message.contains("sits on pod interfaces"), "{}", diag.message);
+    assert!(diag.help.as_deref().is_some_and(|h| h.contains("host firewall")), "{diag:?}");
 }
 
 #[test]
