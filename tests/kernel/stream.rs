@@ -68,6 +68,7 @@ impl Streams {
                 let socket = in_netns(&to.netns, move || UdpSocket::bind(bind))
                     .unwrap_or_else(|e| panic!("binding {bind}: {e}"));
                 socket.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
+                enlarge_receive_buffer(&socket);
                 let stop = Arc::clone(&stop);
                 (port, thread::spawn(move || receive(&socket, &stop)))
             })
@@ -98,6 +99,28 @@ impl Streams {
             })
             .collect()
     }
+}
+
+/// Bytes of receive buffer per stream: several seconds of the stream, so a receiver
+/// thread starved of CPU on a busy machine loses nothing in its socket, and every loss
+/// the test sees is the datapath's.
+const RECEIVE_BUFFER: libc::c_int = 64 << 20;
+
+fn enlarge_receive_buffer(socket: &UdpSocket) {
+    use std::os::fd::AsRawFd;
+    let size = RECEIVE_BUFFER;
+    // SAFETY: a valid socket and a c_int option value of the size passed. SO_RCVBUFFORCE
+    // (root only, as the kernel tests are) goes past net.core.rmem_max.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&raw const size).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
 }
 
 /// Sends rounds of numbered datagrams until stopped; returns how many rounds were sent.
