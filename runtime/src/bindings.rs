@@ -430,8 +430,8 @@ mod tests {
     #[test]
     fn an_unlisted_pod_with_an_unknown_label_set_asks_for_a_recompile() {
         let artifact = with_web_identity();
-        let err = resolve(&artifact, &[unlisted_binding(&[("app", "cache")])], |_| Ok(12))
-            .unwrap_err();
+        let err =
+            resolve(&artifact, &[unlisted_binding(&[("app", "cache")])], |_| Ok(12)).unwrap_err();
         let message = err.to_string();
         assert!(matches!(err, RuntimeError::UnknownIdentity { .. }), "{message}");
         assert!(message.contains("k8s:app=cache") && message.contains("recompile"), "{message}");

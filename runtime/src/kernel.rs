@@ -5,7 +5,9 @@
 
 use std::{io, path::Path};
 
-use aya::maps::{HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuValues, lpm_trie};
+use aya::maps::{
+    HashMap, IterableMap as _, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuValues, lpm_trie,
+};
 use datapath::{
     Config, CtKey, CtValue, EndpointInfo, FragKey, FragValue, HostKey, IpcacheKey, IpcacheValue,
     MetricsValue, PolicyKey, PolicyValue, Reason, capacity, map_names, metrics_index,
@@ -16,7 +18,7 @@ use crate::{
     maps::{MapBackend, MapEntry, MapKey, MapName},
     pins::PinDir,
     spec::{MapLayout, ObjectSpec},
-    sync::{ConfigMapping, ReaderBarrier},
+    sync::{ConfigMapping, ReaderBarrier, lookup_batch},
 };
 
 /// The bytes of an ipcache key after its prefix length, as aya's LPM key wants them:
@@ -151,6 +153,28 @@ impl MapBackend for KernelMaps {
             MapName::Conntrack => collect_keys(self.conntrack.keys(), map, MapKey::Conntrack),
             MapName::Frags => Ok(vec![]),
         }
+    }
+
+    fn entries(&self, map: MapName) -> Result<Vec<MapEntry>> {
+        let cap = map.capacity() as usize;
+        let read_err = |source| RuntimeError::ReadMap {
+            map: map.pin_name(),
+            source: MapError::SyscallError(aya::sys::SyscallError {
+                call: "bpf_map_lookup_batch",
+                io_error: source,
+            }),
+        };
+        let batch = match map {
+            MapName::Endpoints => lookup_batch(self.endpoints.map(), cap)
+                .map(|e| e.into_iter().map(|(k, v)| MapEntry::Endpoint(k, v)).collect()),
+            MapName::Hosts => lookup_batch(self.hosts.map(), cap)
+                .map(|e| e.into_iter().map(|(k, v)| MapEntry::Host(k, v)).collect()),
+            MapName::Policy => lookup_batch(self.policy.map(), cap)
+                .map(|e| e.into_iter().map(|(k, v)| MapEntry::Policy(k, v)).collect()),
+            // LPM tries have no batch operations; the ipcache holds only CIDR prefixes.
+            _ => return self.keys(map)?.iter().filter_map(|k| self.get(k).transpose()).collect(),
+        };
+        batch.map_err(read_err)
     }
 
     fn len(&self, map: MapName) -> Result<usize> {

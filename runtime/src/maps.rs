@@ -159,6 +159,20 @@ pub trait MapBackend {
     /// exact read only for a key that [`MapBackend::keys`] returned.
     fn get(&self, key: &MapKey) -> Result<Option<MapEntry>>;
 
+    /// Every entry of `map` (one of [`MapName::APPLIED`]), as [`MapBackend::keys`] and
+    /// [`MapBackend::get`] would give them; a backend may read them faster in bulk.
+    fn entries(&self, map: MapName) -> Result<Vec<MapEntry>> {
+        let mut entries = Vec::new();
+        for key in self.keys(map)? {
+            // A key that vanished between listing and reading is simply absent now.
+            match self.get(&key)? {
+                Some(entry) => entries.push(entry),
+                None => tracing::debug!(?key, "key vanished while reading"),
+            }
+        }
+        Ok(entries)
+    }
+
     /// Inserts the entry or replaces the value under its key.
     fn update(&mut self, entry: &MapEntry) -> Result<()>;
 

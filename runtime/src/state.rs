@@ -114,12 +114,8 @@ impl LiveMaps {
         let _span = tracing::debug_span!("read_maps").entered();
         let mut live = LiveMaps { generation: backend.config()?.generation, ..LiveMaps::default() };
         for map in MapName::APPLIED {
-            for key in backend.keys(map)? {
-                // A key that vanished between listing and reading is simply absent now.
-                match backend.get(&key)? {
-                    Some(entry) => live.insert(entry),
-                    None => tracing::debug!(?key, "key vanished while reading"),
-                }
+            for entry in backend.entries(map)? {
+                live.insert(entry);
             }
         }
         tracing::debug!(

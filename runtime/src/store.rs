@@ -182,7 +182,11 @@ impl NodeBindings {
         let value: Value = serde_json::from_str(&text).map_err(|e| bad(io::Error::other(e)))?;
         let invalid = || bad(io::Error::other("not a list of bindings"));
         let items = value["bindings"].as_array().ok_or_else(invalid)?;
-        items.iter().map(|item| binding_of(item).ok_or_else(invalid)).collect::<Result<_>>().map(Some)
+        items
+            .iter()
+            .map(|item| binding_of(item).ok_or_else(invalid))
+            .collect::<Result<_>>()
+            .map(Some)
     }
 
     pub fn save(&self, bindings: &[Binding]) -> Result<()> {
@@ -228,7 +232,11 @@ fn binding_of(value: &Value) -> Option<Binding> {
             service_account: text(&pod["service_account"]),
         }),
     };
-    Some(Binding { interface: text(&value["interface"])?, endpoint: text(&value["endpoint"])?, pod })
+    Some(Binding {
+        interface: text(&value["interface"])?,
+        endpoint: text(&value["endpoint"])?,
+        pod,
+    })
 }
 
 /// Lowercase hexadecimal.
