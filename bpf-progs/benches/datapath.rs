@@ -89,7 +89,7 @@ fn parse_args() -> Args {
 
 fn main() {
     let args = parse_args();
-    let objects = match objects::build_bench_objects() {
+    let objects = match objects::check_kernel().and_then(|()| objects::build_bench_objects()) {
         Ok(objects) => objects,
         Err(Unavailable(why)) => {
             eprintln!("datapath benchmark not run: {why}");

@@ -97,28 +97,36 @@ pub fn build_bench_objects() -> std::result::Result<BenchObjects, Unavailable> {
     built
 }
 
+/// Whether this process may load programs and pin maps: root, and bpffs mounted.
+pub fn check_kernel() -> std::result::Result<(), Unavailable> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(Unavailable("it loads BPF programs and pins maps: run it as root".into()));
+    }
+    let bpffs = CString::new(BPFFS).expect("no NUL in a constant");
+    // SAFETY: statfs only writes the struct it is given, which is plain data.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `bpffs` is a NUL-terminated path and `fs` a valid out-pointer.
+    let mounted =
+        unsafe { libc::statfs(bpffs.as_ptr(), &mut fs) } == 0 && fs.f_type as i64 == BPF_FS_MAGIC;
+    if !mounted {
+        return Err(Unavailable(format!(
+            "no bpffs at {BPFFS}: mount it with 'mount -t bpf bpf {BPFFS}'"
+        )));
+    }
+    Ok(())
+}
+
 /// A pin directory of this process under /sys/fs/bpf, removed with everything in it
 /// when dropped.
 #[derive(Debug)]
 pub struct PinDir(PathBuf);
 
 impl PinDir {
-    pub fn create(tag: &str) -> std::result::Result<PinDir, Unavailable> {
-        let bpffs = CString::new(BPFFS).expect("no NUL in a constant");
-        // SAFETY: statfs only writes the struct it is given, which is plain data.
-        let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
-        // SAFETY: `bpffs` is a NUL-terminated path and `fs` a valid out-pointer.
-        let mounted = unsafe { libc::statfs(bpffs.as_ptr(), &mut fs) } == 0
-            && fs.f_type as i64 == BPF_FS_MAGIC;
-        if !mounted {
-            return Err(Unavailable(format!(
-                "no bpffs at {BPFFS}: mount it with 'mount -t bpf bpf {BPFFS}'"
-            )));
-        }
+    pub fn create(tag: &str) -> Result<PinDir> {
         let path = Path::new(BPFFS).join(format!("policyc-bench-{}-{tag}", std::process::id()));
-        std::fs::create_dir(&path).map_err(|e| {
-            Unavailable(format!("creating the pin directory {path:?} (run as root): {e}"))
-        })?;
+        std::fs::create_dir(&path)
+            .map_err(|e| format!("creating the pin directory {path:?}: {e}"))?;
         Ok(PinDir(path))
     }
 
@@ -251,7 +259,7 @@ impl Ours {
     /// Loads `object` (`datapath::OBJECT` unless told otherwise); `policy_capacity`
     /// overrides the policy map's size, for the benchmark only.
     pub fn load(object: &[u8], tag: &str, policy_capacity: Option<u32>) -> Result<Ours> {
-        let pins = PinDir::create(tag).map_err(|Unavailable(e)| e)?;
+        let pins = PinDir::create(tag)?;
         let mut loader = EbpfLoader::new();
         loader.default_map_pin_directory(pins.path());
         if let Some(entries) = policy_capacity {
