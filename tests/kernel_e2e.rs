@@ -170,7 +170,6 @@ fn enforces_the_e2e_fixture_on_veth_pods() {
     for binding in &bindings {
         apply_args.extend(["--iface", binding]);
     }
-    refuses_a_pinned_map_of_another_layout(&topology, &apply_args);
 
     let first = topology.policyc_node(&apply_args);
     assert!(first.status.success(), "policyc-node apply failed: {}", text(&first));
@@ -319,34 +318,6 @@ fn observes_a_denied_connection_within_a_second(topology: &Topology) {
     assert_eq!(event["rule"]["policy"], "CiliumNetworkPolicy prod/web-deny-dev", "{event}");
     assert_eq!(event["rule"]["rule"], "ingressDeny[0]", "{event}");
     assert!(event["rule"]["location"].as_str().unwrap_or("").contains("policies.yaml:"));
-}
-
-/// aya silently reuses a pinned map of the right name whatever its layout, so
-/// `policyc-node` must check: a policyc_endpoints pin with the wrong value size and
-/// capacity must stop the apply, with both layouts in the message.
-fn refuses_a_pinned_map_of_another_layout(topology: &Topology, apply_args: &[&str]) {
-    const BPF_MAP_TYPE_HASH: u32 = 1;
-    std::fs::create_dir_all(&topology.pin_dir).expect("creating the pin directory");
-    let path = topology.pin_dir.join("policyc_endpoints");
-    let map = kernel::create_map(BPF_MAP_TYPE_HASH, 4, 8, 16).expect("creating a foreign map");
-    kernel::pin_object(&map, &path).expect("pinning the foreign map");
-
-    let out = topology.policyc_node(apply_args);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "apply must refuse a mismatched pinned map: {}", text(&out));
-    let ours = format!(
-        "hash (key 4 bytes, value {} bytes, {} entries",
-        size_of::<datapath::EndpointInfo>(),
-        datapath::capacity::ENDPOINTS
-    );
-    for expected in
-        ["pinned map policyc_endpoints", "hash (key 4 bytes, value 8 bytes, 16 entries", &ours]
-    {
-        assert!(stderr.contains(expected), "the error must say {expected:?}: {stderr}");
-    }
-    let links = std::fs::read_dir(topology.pin_dir.join("links")).map_or(0, Iterator::count);
-    assert_eq!(links, 0, "nothing may be attached after a refused apply");
-    std::fs::remove_file(&path).expect("removing the foreign map");
 }
 
 /// The bindings of an apply are the complete set: leaving one out detaches it, and

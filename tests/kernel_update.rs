@@ -10,7 +10,10 @@
 //!   (its packets arrive in one unbroken run per period of the allowing artifact);
 //! - after a killed apply, the next apply converges, and one more writes nothing;
 //! - a pinned link that carries another program (as an older policyc-node leaves it)
-//!   gets this build's program in place, with no packet of an allowed flow lost.
+//!   gets this build's program in place, with no packet of an allowed flow lost;
+//! - a pinned map of another layout (as an older datapath leaves it) is not reused: a new
+//!   map set is filled, put under every link's program, and pinned in its place, again
+//!   with no packet lost.
 //!
 //! Needs root, bpffs and BPF, as `kernel_e2e` does (see `kernel::available`).
 #![expect(clippy::print_stderr, reason = "the test reports its progress and why it skips")]
@@ -147,6 +150,7 @@ fn updates_under_traffic_keep_every_flow_at_its_old_or_new_verdict() {
     assert!(neither.numbers.is_empty(), "a denied flow passed: {:?}", neither.runs());
 
     replaces_an_older_program_without_a_gap(&topology, current, &run_apply);
+    migrates_maps_of_another_layout_without_a_gap(&topology, current, &run_apply);
 
     let switching = port(WIDE_ONLY);
     let runs = switching.runs();
@@ -156,6 +160,41 @@ fn updates_under_traffic_keep_every_flow_at_its_old_or_new_verdict() {
         wide_periods,
         "the flow must pass in exactly one unbroken run per period of the wide artifact"
     );
+}
+
+/// Pins a map of another layout (value size 8, 16 entries) where `policyc_endpoints` is,
+/// as an older datapath's map would be, while the running programs keep their own; the
+/// next apply must migrate to a fresh map set under streams that lose nothing.
+fn migrates_maps_of_another_layout_without_a_gap(
+    topology: &Topology,
+    artifact: &Path,
+    run_apply: &dyn Fn(&Path) -> (String, Duration),
+) {
+    const BPF_MAP_TYPE_HASH: u32 = 1;
+    let path = topology.pin_dir.join("policyc_endpoints");
+    fs::remove_file(&path).expect("unpinning the endpoints map");
+    let older = kernel::create_map(BPF_MAP_TYPE_HASH, 4, 8, 16).expect("creating a map");
+    kernel::pin_object(&older, &path).expect("pinning the map of another layout");
+
+    let (client, web) = (topology.pod(CLIENT), topology.pod(WEB));
+    let streams = Streams::start(client, web, &[BOTH, NEITHER]);
+    std::thread::sleep(Duration::from_millis(200));
+    let (summary, _) = run_apply(artifact);
+    eprintln!("migrating:\n{summary}");
+    std::thread::sleep(Duration::from_millis(200));
+    let received = streams.finish();
+
+    assert!(summary.contains("migrated maps (layout changed): policyc_endpoints"), "{summary}");
+    let replaced = summary.lines().find(|l| l.contains("program replaced: ")).unwrap_or("");
+    assert_eq!(replaced.matches('(').count(), 2 * PODS.len(), "every link moves:\n{summary}");
+    let both = &received[0];
+    assert_eq!(both.runs(), [(0, both.sent - 1)], "packets lost in the migration");
+    assert!(received[1].numbers.is_empty(), "a denied flow passed during the migration");
+    assert!(!topology.pin_dir.join("staging").exists(), "the staging pins are gone");
+
+    let (again, _) = run_apply(artifact);
+    assert_eq!(operations(&again), 0, "the migrated maps hold the artifact:\n{again}");
+    assert!(!again.contains("migrated") && !again.contains("program replaced"), "{again}");
 }
 
 /// Puts a pass-everything program on every pinned link, as if an older datapath were

@@ -74,12 +74,11 @@ pub enum RuntimeError {
     },
 
     /// A pinned map exists with another type, key size, value size, capacity or flags
-    /// than the embedded object defines. aya would silently reuse it; the runtime
-    /// refuses, because the programs would then read entries of the wrong shape.
+    /// than the embedded object defines. aya would silently reuse it; `apply` migrates to
+    /// a new map set instead, and the read-only commands refuse it.
     #[error(
         "pinned map {name} at {} is {pinned}, but this build's datapath defines {expected}; \
-         remove the old pins with `policyc-node uninstall` (enforcement stops until the next \
-         apply) or use the policyc-node that created them",
+         `policyc-node apply` migrates the node to this build's maps",
         path.display()
     )]
     LayoutMismatch { name: String, path: PathBuf, pinned: MapLayout, expected: MapLayout },

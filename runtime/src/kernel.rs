@@ -67,6 +67,31 @@ impl KernelMaps {
     }
 }
 
+/// Copies the reply entries of the conntrack map pinned in `old` into `new`'s, if its
+/// layout is this build's (else none: those connections' replies are judged by policy
+/// again). Forward entries are left behind: they cache a verdict for a generation of the
+/// old maps, and the next forward packet is judged by policy and opens a new one.
+pub(crate) fn copy_replies(old: &PinDir, new: &mut KernelMaps, spec: &ObjectSpec) -> Result<usize> {
+    let path = old.map(map_names::CONNTRACK);
+    let Ok(data) = open_checked(&path, map_names::CONNTRACK, spec) else { return Ok(0) };
+    let old_ct: HashMap<MapData, CtKey, CtValue> = HashMap::try_from(Map::LruHashMap(data))
+        .map_err(|source| RuntimeError::OpenMap { path: path.clone(), source })?;
+    let entries = lookup_batch::<CtKey, CtValue>(old_ct.map(), capacity::CONNTRACK as usize)
+        .map_err(|e| RuntimeError::ReadMap {
+            map: map_names::CONNTRACK,
+            source: MapError::SyscallError(aya::sys::SyscallError {
+                call: "bpf_map_lookup_batch",
+                io_error: e,
+            }),
+        })?;
+    let mut copied = 0;
+    for (key, value) in entries.into_iter().filter(|(_, v)| v.kind == datapath::CT_REPLY) {
+        new.update(&MapEntry::Conntrack(key, value))?;
+        copied += 1;
+    }
+    Ok(copied)
+}
+
 impl std::fmt::Debug for KernelMaps {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // aya's per-CPU array has no Debug; the maps are named by their pins anyway.

@@ -61,14 +61,21 @@ pub(crate) fn link_state(pins: &PinDir, interface: &str, hook: Hook) -> Result<L
     Ok(if live { LinkState::Live { program_id } } else { LinkState::Stale })
 }
 
-/// The tag of loaded program `id`: the kernel's hash of its instructions, equal for two
-/// loads of the same program (map references aside), different when the code differs.
-pub(crate) fn program_tag(id: u32) -> Result<Option<u64>> {
+/// What identifies a loaded program's behaviour: its tag (the kernel's hash of its
+/// instructions, equal for two loads of the same code, map references aside) and the ids
+/// of the maps it uses, sorted. Two programs with the same code but other maps (after a
+/// migration to new maps) differ here.
+pub(crate) type ProgramIdentity = (u64, Vec<u32>);
+
+/// The identity of loaded program `id`, or `None` if it is gone.
+pub(crate) fn program_identity(id: u32) -> Result<Option<ProgramIdentity>> {
+    let query_err = |source| RuntimeError::QueryProgram { id, source: Box::new(source) };
     for info in loaded_programs() {
-        let info =
-            info.map_err(|source| RuntimeError::QueryProgram { id, source: Box::new(source) })?;
+        let info = info.map_err(query_err)?;
         if info.id() == id {
-            return Ok(Some(info.tag()));
+            let mut maps = info.map_ids().map_err(query_err)?.unwrap_or_default();
+            maps.sort_unstable();
+            return Ok(Some((info.tag(), maps)));
         }
     }
     Ok(None)

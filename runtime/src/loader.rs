@@ -29,7 +29,7 @@ use datapath::{Config, EndpointPolicy, MetricsValue, Reason, map_names, slot_of}
 use crate::{
     bindings::{self, Binding, BoundInterface},
     error::{Result, RuntimeError},
-    kernel::{KernelMaps, open_checked},
+    kernel::{self, KernelMaps, open_checked},
     links::{self, LinkState},
     maps::{MapBackend, MapName},
     pins::{DirLock, Hook, PinDir, check_bpffs},
@@ -90,6 +90,9 @@ pub struct InstallReport {
     pub created: Vec<String>,
     /// Map pins that existed with the right layout and were kept with their entries.
     pub reused: Vec<String>,
+    /// Map pins of another layout: the whole map set was made again, filled, put under
+    /// the links' programs and pinned in their place.
+    pub migrated: Vec<String>,
 }
 
 /// What `apply` changed.
@@ -171,6 +174,9 @@ pub struct InterfaceStatus {
 /// A prepared node: pins checked, the object loaded, the directory locked.
 struct Node {
     pins: PinDir,
+    /// Where the loaded object's maps are pinned: the pin directory itself, or its
+    /// staging directory while maps of another layout are migrated.
+    maps: PinDir,
     spec: ObjectSpec,
     ebpf: Ebpf,
     report: InstallReport,
@@ -186,27 +192,46 @@ impl Node {
         let lock = pins.lock()?;
         let spec = ObjectSpec::embedded()?;
 
-        // aya reuses a pinned map whatever its layout: check every existing pin first.
+        // aya reuses a pinned map whatever its layout: check every existing pin first. A
+        // map of another layout (left by another build of the datapath) is not reused: the
+        // whole set is made afresh in the staging directory and migrated to (see apply).
         let mut report = InstallReport::default();
         for name in PINNED_MAPS {
             let path = pins.map(name);
-            if path.symlink_metadata().is_ok() {
-                open_checked(&path, name, &spec)?;
-                report.reused.push(name.to_owned());
-            } else {
+            if path.symlink_metadata().is_err() {
                 report.created.push(name.to_owned());
+                continue;
+            }
+            match open_checked(&path, name, &spec) {
+                Ok(_) => report.reused.push(name.to_owned()),
+                Err(RuntimeError::LayoutMismatch { pinned, expected, .. }) => {
+                    tracing::info!(map = name, %pinned, %expected, "layout changed: migrating");
+                    report.migrated.push(name.to_owned());
+                }
+                Err(other) => return Err(other),
             }
         }
+        let maps = if report.migrated.is_empty() {
+            pins.clone()
+        } else {
+            // Whatever an interrupted migration left there is made again from scratch.
+            let staging = PinDir::new(pins.staging());
+            remove_dir_pins(staging.root())?;
+            staging.create()?;
+            report.created.clear();
+            report.reused.clear();
+            staging
+        };
 
         let ebpf = EbpfLoader::new()
-            .default_map_pin_directory(pin_dir)
+            .default_map_pin_directory(maps.root())
             .load(datapath::OBJECT)
             .map_err(|source| RuntimeError::LoadObject {
-                dir: pin_dir.to_owned(),
+                dir: maps.root().to_owned(),
                 source: Box::new(source),
             })?;
         tracing::debug!(created = ?report.created, reused = ?report.reused, "maps ready");
-        Ok(Node { pins, spec, ebpf, report, programs_loaded: false, _lock: lock })
+        Ok(Node { pins, maps, spec, ebpf, report, programs_loaded: false, _lock: lock })
     }
 
     /// Loads both programs into the kernel, once.
@@ -245,13 +270,15 @@ impl Node {
                 match links::link_state(&self.pins, name, hook)? {
                     LinkState::Live { program_id } => {
                         self.load_programs()?;
-                        let ours = self.program(hook)?.info().map_err(|source| {
-                            RuntimeError::ProgramInfo {
-                                name: hook.program(),
-                                source: Box::new(source),
-                            }
-                        })?;
-                        if links::program_tag(program_id)? == Some(ours.tag()) {
+                        let info_err = |source| RuntimeError::ProgramInfo {
+                            name: hook.program(),
+                            source: Box::new(source),
+                        };
+                        let ours = self.program(hook)?.info().map_err(info_err)?;
+                        let mut maps = ours.map_ids().map_err(info_err)?.unwrap_or_default();
+                        maps.sort_unstable();
+                        // Kept only if it is this build's code over the pinned maps.
+                        if links::program_identity(program_id)? == Some((ours.tag(), maps)) {
                             report.kept.push((name.to_owned(), hook));
                         } else {
                             let pins = self.pins.clone();
@@ -317,7 +344,13 @@ pub fn apply(
     let desired = MapState::desired(artifact, &bound)?;
 
     let mut node = Node::prepare(pin_dir)?;
-    let mut maps = KernelMaps::open(&node.pins, &node.spec)?;
+    let mut maps = KernelMaps::open(&node.maps, &node.spec)?;
+    let migrating = !node.report.migrated.is_empty();
+    if migrating {
+        // Replies of connections open now keep passing on the new maps.
+        let copied = kernel::copy_replies(&node.pins, &mut maps, &node.spec)?;
+        tracing::info!(copied, "conntrack reply entries carried over");
+    }
     let plan = {
         let _span = tracing::info_span!("plan").entered();
         Plan::new(&LiveMaps::read(&maps)?, &desired)?
@@ -353,6 +386,12 @@ pub fn apply(
     }
     node.sync_links(&bound, &mut report)?;
     plan.settle(&mut maps)?;
+    if migrating {
+        // Every link now runs a program over the new maps: pin them in the old ones' place.
+        // Killed half way, the next apply finds programs whose maps are not the pinned
+        // ones and replaces them again (see `sync_links`).
+        swap_pins(&node.pins)?;
+    }
     store.prune(&checksum)?;
     NodeBindings::new(&options.state_dir).save(bindings)?;
     tracing::info!(operations = report.operations, generation = plan.next_generation(), "applied");
@@ -422,6 +461,8 @@ pub fn uninstall(pin_dir: &Path, state_dir: &Path) -> Result<UninstallReport> {
         links::unpin(&path)?;
         report.links.push(path);
     }
+    // Maps of an interrupted migration.
+    remove_dir_pins(&pins.staging())?;
     for name in PINNED_MAPS {
         let path = pins.map(name);
         if path.symlink_metadata().is_ok() {
@@ -517,6 +558,32 @@ fn status_of(
         Reason::ALL.iter().map(|r| (*r, totals.get(r).copied().unwrap_or_default())).collect();
     status.interfaces = interfaces.into_values().collect();
     Ok(status)
+}
+
+/// Moves every map pin of the staging directory over the pin of the same name, then
+/// removes the staging directory.
+fn swap_pins(pins: &PinDir) -> Result<()> {
+    let staging = PinDir::new(pins.staging());
+    for name in PINNED_MAPS {
+        let (from, to) = (staging.map(name), pins.map(name));
+        if from.symlink_metadata().is_err() {
+            continue;
+        }
+        if to.symlink_metadata().is_ok() {
+            remove(&to, |p| fs::remove_file(p))?;
+        }
+        fs::rename(&from, &to).map_err(|source| RuntimeError::Remove { path: from, source })?;
+    }
+    remove_dir_pins(staging.root())
+}
+
+/// Removes a directory of pins and everything in it, if it exists.
+fn remove_dir_pins(dir: &Path) -> Result<()> {
+    match fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(RuntimeError::Remove { path: dir.to_owned(), source }),
+    }
 }
 
 fn remove(path: &Path, op: impl Fn(&Path) -> io::Result<()>) -> Result<()> {

@@ -69,6 +69,11 @@ impl PinDir {
         self.root.join(name)
     }
 
+    /// Where a new map set is pinned while maps of another layout are migrated.
+    pub fn staging(&self) -> PathBuf {
+        self.root.join("staging")
+    }
+
     /// The directory of link pins.
     pub fn links(&self) -> PathBuf {
         self.root.join("links")

@@ -394,6 +394,9 @@ fn print_apply(report: &ApplyReport) {
     if !report.install.created.is_empty() {
         println!("  created maps: {}", report.install.created.join(", "));
     }
+    if !report.install.migrated.is_empty() {
+        println!("  migrated maps (layout changed): {}", report.install.migrated.join(", "));
+    }
     for (map, changes) in &report.changes {
         println!(
             "  {:<20} {:>7} written {:>7} deleted",
