@@ -157,7 +157,7 @@ def tables(ctx, agg, meta):
     if a.phases.count("maps"):
         out += ["## bpf maps of the datapath's shapes", "",
                 "| map | entries | memlock, bytes per entry | fill, s | delete every entry, s | "
-                "free after close, s |", "|---|---|---|---|---|---|"]
+                "fill again, s |", "|---|---|---|---|---|---|"]
         for name, label in ctx.maps:
             for n in a.map_sizes:
                 if ("maps", name, n, "fill_s") not in agg:
@@ -166,7 +166,7 @@ def tables(ctx, agg, meta):
                            f"{fmt(agg[('maps', name, n, 'bytes_per_entry')][0])} | "
                            f"{spread(agg, ('maps', name, n, 'fill_s'))} | "
                            f"{spread(agg, ('maps', name, n, 'delete_s'))} | "
-                           f"{spread(agg, ('maps', name, n, 'free_s'))} |")
+                           f"{spread(agg, ('maps', name, n, 'refill_s'))} |")
         out.append("")
     return "\n".join(out)
 
@@ -190,8 +190,11 @@ def plots(ctx, agg, outdir):
                     # Rule count 0 is drawn at 1 on the log axis.
                     rows.append(f"{max(n, 1)} {got[0] * scale} {got[1] * scale} "
                                 f"{got[2] * scale}")
-            path.write_text("\n".join(rows) + "\n")
-            files.append((path, f.label))
+            if rows:
+                path.write_text("\n".join(rows) + "\n")
+                files.append((path, f.label))
+        if not files:
+            return
         floor = agg.get(("stack", "none", 0, metric))
         plot = [f"'{p}' using 1:2:3:4 with yerrorlines title '{label}'" for p, label in files]
         if floor:
@@ -215,7 +218,7 @@ plot {', '.join(plot)}
         line_plot("tcp_cps", "tcp_cps", "new TCP connections/s")
         line_plot("crr_p50", "crr_p50_us", "new-connection latency p50 (µs)")
         line_plot("load", "load_s", "load time (ms)", scale=1e3)
-    if "update" in a.phases:
+    if "update" in a.phases and any(k[0] == "update" for k in agg):
         rows = []
         for f in tools:
             path = datadir / f"update-{f.name}.dat"
@@ -224,8 +227,9 @@ plot {', '.join(plot)}
                 got = agg.get(("update", f.name, k, "first_packet_s"))
                 if got:
                     lines.append(f"{k} {got[0] * 1e3} {got[1] * 1e3} {got[2] * 1e3}")
-            path.write_text("\n".join(lines) + "\n")
-            rows.append(f"'{path}' using 1:2:3:4 with yerrorlines title '{f.label}'")
+            if lines:
+                path.write_text("\n".join(lines) + "\n")
+                rows.append(f"'{path}' using 1:2:3:4 with yerrorlines title '{f.label}'")
         script = f"""set terminal svg size 720,440 dynamic font 'sans,11'
 set output '{outdir / 'update.svg'}'
 set logscale xy
@@ -237,7 +241,7 @@ plot {', '.join(rows)}
 """
         run(["gnuplot"], stdin=script)
         made.append("update.svg")
-    if "maps" in a.phases:
+    if "maps" in a.phases and any(k[0] == "maps" for k in agg):
         rows = []
         for name, label in ctx.maps:
             path = datadir / f"maps-{name}.dat"
@@ -246,8 +250,9 @@ plot {', '.join(rows)}
                 got = agg.get(("maps", name, n, "fill_s"))
                 if got:
                     lines.append(f"{n} {got[0] / n * 1e9} {got[1] / n * 1e9} {got[2] / n * 1e9}")
-            path.write_text("\n".join(lines) + "\n")
-            rows.append(f"'{path}' using 1:2:3:4 with yerrorlines title '{label}'")
+            if lines:
+                path.write_text("\n".join(lines) + "\n")
+                rows.append(f"'{path}' using 1:2:3:4 with yerrorlines title '{label}'")
         script = f"""set terminal svg size 720,440 dynamic font 'sans,11'
 set output '{outdir / 'maps_fill.svg'}'
 set logscale x
@@ -279,7 +284,12 @@ def write(ctx, meta):
                                                                           key=str)]
     (outdir / "results.json").write_text(json.dumps({"meta": meta, "summary": summary},
                                                     indent=1) + "\n")
-    meta["plots"] = plots(ctx, agg, outdir)
+    try:
+        meta["plots"] = plots(ctx, agg, outdir)
+    except RuntimeError as e:
+        # A partial run (interrupted) may lack what a plot needs; the tables still count.
+        print(f"plots: {e}", file=sys.stderr)
+        meta["plots"] = []
     text = tables(ctx, agg, meta)
     text += "\nPlots: " + ", ".join(f"[{p}]({p})" for p in meta["plots"]) + "\n"
     (outdir / "results.md").write_text(text)
