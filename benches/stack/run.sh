@@ -9,7 +9,7 @@
 #                        [--tools LIST] [--phases LIST] [--seconds S] [--check-args]
 #
 #   --install      apt-get install the Debian packages of the missing tools first
-#   --quick        smoke run: rule counts 0,100,1000, 1 run each, short runs (about 2 min)
+#   --quick        smoke run: rule counts 0,100,1000, 1 run each, short runs (under a minute)
 #   --out DIR      where results go (default: benches/stack/results, or
 #                  benches/stack/results-quick with --quick)
 #   --reps N       runs per configuration (default 3; medians and min-max are reported)
@@ -156,6 +156,6 @@ python3 "$here/stack.py" --id "$rid" --out "$out" --flowgen "$work/flowgen" \
 	--policyc "$policyc" --policyc-node "$policyc_node" --phases "$phases" --tools "$tools" \
 	--sizes "$sizes" --changes "$changes" --map-sizes "$map_sizes" --reps "$reps" \
 	--seconds "$seconds" --latency-seconds "$latency_seconds" --update-base "$update_base" \
-	--command "benches/stack/run.sh $given" &
+	--command "benches/stack/run.sh${given:+ $given}" &
 driver_pid=$!
 wait "$driver_pid"
