@@ -104,6 +104,8 @@ pub struct Stats {
     pub established_rebound: usize,
     /// Recorded verdicts, by reason, both states.
     pub recorded: BTreeMap<&'static str, usize>,
+    /// Runs compared after an operation, by family and protocol.
+    pub kinds: BTreeMap<String, usize>,
 }
 
 impl Stats {
@@ -129,6 +131,11 @@ impl Stats {
             out.push_str(&format!(" {reason} {n},"));
         }
         out.pop();
+        out.push_str("\n  compared:");
+        for (kind, n) in &self.kinds {
+            out.push_str(&format!(" {kind} {n},"));
+        }
+        out.pop();
         out
     }
 }
@@ -136,13 +143,16 @@ impl Stats {
 /// What the kernel decides for each probe with the maps settled at one state.
 pub fn record(h: &mut Harness, state: &MapState, probes: &[Probe]) -> Result<Vec<Verdict>, String> {
     h.settle(state);
-    probes
-        .iter()
-        .map(|p| {
-            h.clear_conntrack();
-            h.run(p.hook, &p.packet.frame()).map_err(|e| format!("{}: {e}", p.describe()))
-        })
-        .collect()
+    h.clear_conntrack();
+    probes.iter().map(|p| judge(h, p).map_err(|e| format!("{}: {e}", p.describe()))).collect()
+}
+
+/// Runs `probe` and deletes the entries it opened, so that the next one is judged by
+/// policy too.
+fn judge(h: &mut Harness, probe: &Probe) -> Result<Verdict, String> {
+    let verdict = h.run(probe.hook, &probe.packet.frame());
+    h.forget(&probe.packet);
+    verdict
 }
 
 /// A flow the old state allowed, with the conntrack entries its first packet opened: a
@@ -171,6 +181,10 @@ struct Expected<'a> {
     established: Option<&'a Established>,
 }
 
+/// Holds the recorded verdicts of the old state and of the new one against something
+/// else than the kernel.
+pub type Validate<'a> = dyn FnMut(&[Verdict], &[Verdict]) -> Result<(), String> + 'a;
+
 /// Checks one case: records both states' verdicts, hands them to `validate` (the
 /// reference check of compiled cases), then runs the update step by step.
 pub fn run_case(
@@ -179,7 +193,7 @@ pub fn run_case(
     options: Options,
     rng: &mut Rng,
     stats: &mut Stats,
-    validate: &mut dyn FnMut(&[Verdict], &[Verdict]) -> Result<(), String>,
+    validate: &mut Validate<'_>,
 ) -> Result<(), String> {
     let name = &case.name;
     let old = record(h, &case.old, &case.probes).map_err(|e| format!("{name}: old: {e}"))?;
@@ -244,11 +258,13 @@ pub fn run_case(
     // Interrupted after operation `stop`: the next apply plans from what the maps hold.
     let flipped = step_through(h, &ops[..=stop], false, &expected, stats)
         .map_err(|e| format!("{name}, before the interruption: {e}"))?;
-    let resumed = Plan::new(&h.live(), &case.new).map_err(|e| format!("{name}: replanning: {e}"))?;
+    let resumed =
+        Plan::new(&h.live(), &case.new).map_err(|e| format!("{name}: replanning: {e}"))?;
     if flipped && (resumed.flip || !resumed.prepare.is_empty()) {
         return Err(format!(
-            "{name}: interrupted after the flip (operation {stop} of {}), the resumed plan \
+            "{name}: interrupted after the flip (operation {} of {}), the resumed plan \
              prepares {} entries and flips: {}",
+            stop + 1,
             ops.len(),
             resumed.prepare.len(),
             resumed.flip
@@ -256,7 +272,8 @@ pub fn run_case(
     }
     let rest: Vec<MapOp> = resumed.ops().collect();
     step_through(h, &rest, flipped, &expected, stats).map_err(|e| {
-        format!("{name}, resumed after operation {stop} of {} (flipped: {flipped}): {e}", ops.len())
+        let at = stop + 1;
+        format!("{name}, resumed after operation {at} of {} (flipped: {flipped}): {e}", ops.len())
     })?;
     stats.interrupted += 1;
     stats.interrupted_after_flip += usize::from(flipped);
@@ -286,10 +303,10 @@ fn step_through(
             let probe = &expected.probes[i];
             let (before, after) = (&expected.before[i], &expected.after[i]);
             let want = if flipped { after } else { before };
-            h.clear_conntrack();
-            let got = h.run(probe.hook, &probe.packet.frame());
+            let got = judge(h, probe);
             stats.compared += 1;
             stats.compared_differing += usize::from(before != after);
+            *stats.kinds.entry(kind(&probe.packet)).or_default() += 1;
             if got.as_ref() != Ok(want) {
                 wrong.push(format!(
                     "  {}: kernel {}, expected {} (before the flip {}, after it {}){}",
@@ -316,20 +333,21 @@ fn step_through(
             ));
         }
     }
+    if !h.conntrack_is_empty() {
+        return Err("the probes left conntrack entries behind".into());
+    }
     Ok(flipped)
 }
 
 /// The established flow's next packet and reply, each with the entries as opened.
 fn check_established(h: &mut Harness, e: &Established, flipped: bool, wrong: &mut Vec<String>) {
     let next = if flipped { e.new_next } else { Verdict::quiet(Reason::PassEstablished) };
-    let reply = if flipped && !e.same_endpoint {
-        e.new_reply
-    } else {
-        Verdict::quiet(Reason::PassReply)
-    };
+    let reply =
+        if flipped && !e.same_endpoint { e.new_reply } else { Verdict::quiet(Reason::PassReply) };
     for (probe, want, what) in [(&e.next, next, "established"), (&e.reply, reply, "reply")] {
-        h.restore_conntrack(&e.entries);
-        let got = h.run(probe.hook, &probe.packet.frame());
+        h.put_conntrack(&e.entries);
+        let got = judge(h, probe);
+        h.delete_conntrack(&e.entries);
         if got.as_ref() != Ok(&want) {
             wrong.push(format!(
                 "  {what} {}: kernel {}, expected {}{}",
@@ -340,6 +358,19 @@ fn check_established(h: &mut Harness, e: &Established, flipped: bool, wrong: &mu
             ));
         }
     }
+}
+
+/// `IPv6 UDP`: how compared runs are counted.
+fn kind(packet: &Packet) -> String {
+    let family = if packet.src.is_ipv4() { "IPv4" } else { "IPv6" };
+    let proto = match packet.l4 {
+        L4::Tcp { .. } => "TCP",
+        L4::Udp { .. } => "UDP",
+        L4::Sctp { .. } => "SCTP",
+        L4::Icmp { .. } => "ICMP",
+        L4::Other(_) => "no ports",
+    };
+    format!("{family} {proto}")
 }
 
 /// The events of two verdicts of one reason, when only they differ.
@@ -369,8 +400,9 @@ fn select(old: &[Verdict], new: &[Verdict], n: usize, rng: &mut Rng) -> Vec<usiz
     selected
 }
 
-/// A probe the old state allows by policy (TCP first: its entries outlive any test),
-/// preferably one the new state drops, else one it judges otherwise.
+/// A probe with ports the old state allows by policy, preferably one the new state drops,
+/// else one it judges otherwise, and TCP before the others (whose entries expire after a
+/// minute, not hours: still far longer than a case takes).
 fn pick_established(
     probes: &[Probe],
     old: &[Verdict],
@@ -379,10 +411,11 @@ fn pick_established(
 ) -> Option<usize> {
     let mut allowed: Vec<usize> = (0..probes.len())
         .filter(|&i| old[i].reason == Reason::PassPolicy)
-        .filter(|&i| matches!(probes[i].packet.l4, L4::Tcp { .. }))
+        .filter(|&i| !matches!(probes[i].packet.l4, L4::Icmp { .. } | L4::Other(_)))
         .collect();
     rng.shuffle(&mut allowed);
-    allowed.sort_by_key(|&i| (!new[i].reason.is_drop(), new[i] == old[i]));
+    let tcp = |i: usize| matches!(probes[i].packet.l4, L4::Tcp { .. });
+    allowed.sort_by_key(|&i| (!new[i].reason.is_drop(), new[i] == old[i], !tcp(i)));
     allowed.first().copied()
 }
 
@@ -397,10 +430,7 @@ fn establish_new(
     let probe = case.probes[i];
     let next = Probe { packet: probe.packet.next(), ..probe };
     let reply = Probe { hook: probe.hook.opposite(), packet: probe.packet.reply() };
-    h.clear_conntrack();
-    let new_reply = h
-        .run(reply.hook, &reply.packet.frame())
-        .map_err(|e| format!("{}: new: {e}", case.name))?;
+    let new_reply = judge(h, &reply).map_err(|e| format!("{}: new: {e}", case.name))?;
     let id = |state: &MapState| state.endpoints.get(&LOOPBACK).map(|e| e.endpoint_id);
     Ok(Established {
         next,
@@ -421,7 +451,6 @@ fn establish_old(
     e: &mut Established,
 ) -> Result<(), String> {
     let probe = case.probes[i];
-    h.clear_conntrack();
     let got = h.run(probe.hook, &probe.packet.frame())?;
     if got != *old_verdict {
         return Err(format!(
@@ -435,10 +464,15 @@ fn establish_old(
     for reverse in [false, true] {
         let key = probe.packet.ct_key(id, reverse);
         let value = h.conntrack(key).ok_or_else(|| {
-            format!("{} opened no {} entry", probe.describe(), ["forward", "reply"][reverse as usize])
+            format!(
+                "{} opened no {} entry",
+                probe.describe(),
+                ["forward", "reply"][reverse as usize]
+            )
         })?;
         e.entries.push((key, value));
     }
+    h.delete_conntrack(&e.entries);
     Ok(())
 }
 

@@ -23,8 +23,8 @@ use compiler::simulate::{self, Decision};
 use datapath::Reason;
 use policy_lang::ast::Direction;
 use policy_lang::{Bundle, Severity, Sources};
-use runtime::bindings::{self, Binding};
 use runtime::MapState;
+use runtime::bindings::{self, Binding};
 
 use super::Rng;
 use super::check::{Case, Probe};
@@ -45,7 +45,8 @@ impl Compiled {
         let mut sources = Sources::default();
         sources.add("cluster.yaml", yaml.as_str());
         let bundle = policy_lang::load_sources(&sources);
-        let options = compiler::Options { lock: lock.cloned().unwrap_or_default(), ..Default::default() };
+        let options =
+            compiler::Options { lock: lock.cloned().unwrap_or_default(), ..Default::default() };
         let compilation = compiler::compile_with(&sources, &bundle, &options);
         let errors: Vec<String> = (bundle.diagnostics.iter())
             .chain(&compilation.diagnostics)
@@ -94,7 +95,12 @@ impl CompiledCase {
 
 /// The case made of `old` and a mix of it with `other`; `seed` draws the mix, the
 /// endpoint under test and `probes` probes.
-pub fn case(old: &Cluster, other: &Cluster, seed: u64, probes: usize) -> Result<CompiledCase, String> {
+pub fn case(
+    old: &Cluster,
+    other: &Cluster,
+    seed: u64,
+    probes: usize,
+) -> Result<CompiledCase, String> {
     let mut rng = Rng::new(seed);
     let (old_yaml, other_yaml) = (old.render(), other.render());
     let new_yaml = mix(&old_yaml, &other_yaml, &mut rng);
@@ -107,15 +113,23 @@ pub fn case(old: &Cluster, other: &Cluster, seed: u64, probes: usize) -> Result<
         c.compilation.artifact.endpoints.iter().map(|e| e.name.clone()).collect()
     };
     let (old_names, new_names) = (names(&old_compiled), names(&new_compiled));
-    let old_endpoint = (!old_names.is_empty()).then(|| old_names[rng.below(old_names.len())].clone());
-    let new_endpoint = match rng.below(100) {
-        _ if new_names.is_empty() => None,
-        0..10 => None,
-        10..25 => Some(new_names[rng.below(new_names.len())].clone()),
-        _ => match &old_endpoint {
-            Some(name) if new_names.contains(name) => Some(name.clone()),
-            _ => Some(new_names[rng.below(new_names.len())].clone()),
-        },
+    let pick = |rng: &mut Rng, names: &[String]| names[rng.below(names.len())].clone();
+    // Mostly a pod some policy isolates: the others accept everything in both states.
+    let isolated: Vec<String> = (old_compiled.compilation.artifact.endpoints.iter())
+        .filter(|e| e.ingress_table != 0 || e.egress_table != 0)
+        .map(|e| e.name.clone())
+        .collect();
+    let old_endpoint = if !isolated.is_empty() && rng.chance(80) {
+        Some(pick(&mut rng, &isolated))
+    } else {
+        (!old_names.is_empty()).then(|| pick(&mut rng, &old_names))
+    };
+    // Mostly the same pod; sometimes another one, or none.
+    let draw = rng.below(100);
+    let new_endpoint = match &old_endpoint {
+        _ if new_names.is_empty() || draw < 10 => None,
+        Some(name) if draw >= 25 && new_names.contains(name) => Some(name.clone()),
+        _ => Some(pick(&mut rng, &new_names)),
     };
 
     // The node's other pods, each bound at its own interface in both states or in none.
@@ -197,7 +211,10 @@ fn state(
 /// pod's index, so no two pods of the mix share one.
 fn mix(old: &str, other: &str, rng: &mut Rng) -> String {
     let docs = |text: &str| -> BTreeMap<(usize, String), String> {
-        text.split("---\n").filter(|d| !d.trim().is_empty()).map(|d| (key(d), d.to_owned())).collect()
+        text.split("---\n")
+            .filter(|d| !d.trim().is_empty())
+            .map(|d| (key(d), d.to_owned()))
+            .collect()
     };
     let (old, other) = (docs(old), docs(other));
     let keys: BTreeSet<&(usize, String)> = old.keys().chain(other.keys()).collect();
@@ -302,7 +319,11 @@ pub fn check_reference(
             if let Decision::Allowed(rule) | Decision::Denied(rule) = decision {
                 let found = artifact.policy.iter().find(|(k, _)| *k == event.entry);
                 if found.is_none_or(|(_, v)| v.rule != rule) {
-                    return Err(format!("{}: event names key {:?}, not rule {rule}'s", place(), event.entry));
+                    return Err(format!(
+                        "{}: event names key {:?}, not rule {rule}'s",
+                        place(),
+                        event.entry
+                    ));
                 }
             }
         }

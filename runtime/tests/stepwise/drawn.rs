@@ -55,8 +55,15 @@ const PREFIXES: [(&str, u32); 12] = [
     ("fd00::1:0", 120),
     ("2001:db8::", 32),
 ];
-const HOSTS: [&str; 7] =
-    ["198.18.1.1", "198.18.1.2", "198.18.1.129", "198.19.0.1", "fd00::1:1", "fd00::1:2", "2001:db8::5"];
+const HOSTS: [&str; 7] = [
+    "198.18.1.1",
+    "198.18.1.2",
+    "198.18.1.129",
+    "198.19.0.1",
+    "fd00::1:1",
+    "fd00::1:2",
+    "2001:db8::5",
+];
 /// Peers: the hosts, addresses in one prefix or several, and outside all of them.
 const PEERS: [&str; 16] = [
     "198.18.1.1",
@@ -204,7 +211,11 @@ pub fn established_case() -> Case {
 
     let syn = |dst: &str, sport, dport| Probe {
         hook: Hook::FromEndpoint,
-        packet: Packet { src: ip("192.0.2.7"), dst: ip(dst), l4: L4::Tcp { sport, dport, flags: SYN } },
+        packet: Packet {
+            src: ip("192.0.2.7"),
+            dst: ip(dst),
+            l4: L4::Tcp { sport, dport, flags: SYN },
+        },
     };
     let probes = vec![syn("198.18.1.1", 30001, 80), syn("203.0.113.9", 30002, 443)];
     Case { name: "established case".into(), old, new, probes }

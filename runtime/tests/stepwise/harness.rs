@@ -22,6 +22,8 @@ use runtime::plan::{self, MapOp, Plan};
 use runtime::spec::ObjectSpec;
 use runtime::{LiveMaps, MapBackend, MapEntry, MapKey, MapName, MapState};
 
+use super::packet::Packet;
+
 /// The ifindex of the skb of a test run whose context names no device: loopback.
 pub const LOOPBACK: u32 = 1;
 /// tc's verdicts (`<linux/pkt_cls.h>`).
@@ -164,15 +166,8 @@ impl Harness {
             event_burst: 1_000_000,
             ..Config::default()
         };
-        let mut harness = Harness {
-            ebpf,
-            events,
-            maps,
-            config,
-            counters: BTreeMap::new(),
-            runs: 0,
-            _pins: pins,
-        };
+        let mut harness =
+            Harness { ebpf, events, maps, config, counters: BTreeMap::new(), runs: 0, _pins: pins };
         harness.maps.set_config(&config).expect("writing the config");
         harness
     }
@@ -254,7 +249,11 @@ impl Harness {
         };
         let action = if reason.is_drop() { TC_ACT_SHOT } else { TC_ACT_OK };
         if result.return_value != action {
-            return Err(format!("returned {} with reason {}", result.return_value, reason.c_name()));
+            return Err(format!(
+                "returned {} with reason {}",
+                result.return_value,
+                reason.c_name()
+            ));
         }
         let evented = reason.is_drop() || reason == Reason::PassPolicy;
         let event = match (evented, events.as_slice()) {
@@ -272,10 +271,30 @@ impl Harness {
         Ok(Verdict { action, reason, event })
     }
 
-    /// Deletes every conntrack entry, so that the next packet is judged by policy.
+    /// Deletes every conntrack entry. Listing the map walks all of its buckets, so the
+    /// checks forget each packet's own entries instead ([`Harness::forget`]).
     pub fn clear_conntrack(&mut self) {
         let keys = self.maps.keys(MapName::Conntrack).expect("listing conntrack");
         for key in keys {
+            self.maps.delete(&key).expect("deleting a conntrack entry");
+        }
+    }
+
+    /// Whether conntrack holds no entry.
+    pub fn conntrack_is_empty(&self) -> bool {
+        self.maps.len(MapName::Conntrack).expect("counting conntrack") == 0
+    }
+
+    /// Deletes the two entries `packet` can have opened at the endpoint the live
+    /// generation binds at the interface, so that the next packet is judged by policy.
+    pub fn forget(&mut self, packet: &Packet) {
+        let slot = datapath::slot_of(self.generation());
+        let id = match self.maps.get(&MapKey::Endpoint(LOOPBACK)).expect("reading an endpoint") {
+            Some(MapEntry::Endpoint(_, info)) => info.slot[slot].endpoint_id,
+            _ => return,
+        };
+        for reverse in [false, true] {
+            let key = MapKey::Conntrack(packet.ct_key(id, reverse));
             self.maps.delete(&key).expect("deleting a conntrack entry");
         }
     }
@@ -288,11 +307,17 @@ impl Harness {
         }
     }
 
-    /// Replaces the conntrack map's content with `entries`.
-    pub fn restore_conntrack(&mut self, entries: &[(CtKey, CtValue)]) {
-        self.clear_conntrack();
+    /// Writes conntrack entries.
+    pub fn put_conntrack(&mut self, entries: &[(CtKey, CtValue)]) {
         for (key, value) in entries {
             self.maps.update(&MapEntry::Conntrack(*key, *value)).expect("writing conntrack");
+        }
+    }
+
+    /// Deletes conntrack entries.
+    pub fn delete_conntrack(&mut self, entries: &[(CtKey, CtValue)]) {
+        for (key, _) in entries {
+            self.maps.delete(&MapKey::Conntrack(*key)).expect("deleting conntrack");
         }
     }
 }
