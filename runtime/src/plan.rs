@@ -25,7 +25,9 @@
 //!
 //! When the live slot already answers as the new state (a repeated apply, or a re-run
 //! after an apply was interrupted between the flip and the end), there is no flip:
-//! the entries are levelled and the stale keys deleted, which changes no answer.
+//! the entries are levelled and the stale keys deleted, which changes no answer. That
+//! run still waits for readers before it levels: the interrupted run may have died
+//! between its flip and its wait, with packets of the old generation still in flight.
 //!
 //! An interrupted apply leaves the live slot as it was (before the flip) or as the new
 //! state (after it); the next apply reads the live maps, not a record of the last
@@ -78,6 +80,9 @@ pub struct Plan {
     pub prepare: Vec<MapEntry>,
     /// Phases 2 and 3: whether the generation flips.
     pub flip: bool,
+    /// Without a flip, whether phase 4 first waits for readers (it touches the slot an
+    /// interrupted earlier run may have just retired).
+    pub wait_before_level: bool,
     /// Phase 4: entries brought level in both slots.
     pub level: Vec<MapEntry>,
     /// Phase 4: keys of the old state only.
@@ -163,6 +168,7 @@ impl Plan {
                 plan.level.extend(st.level_now);
             }
         }
+        plan.wait_before_level = !flip && (!plan.level.is_empty() || !plan.deletes.is_empty());
         plan.check_capacity(live)?;
         Ok(plan)
     }
@@ -188,8 +194,9 @@ impl Plan {
 
     /// Phase 4 in execution order.
     pub fn level_ops(&self) -> impl Iterator<Item = MapOp> + '_ {
+        let wait = self.wait_before_level.then_some(MapOp::Wait);
         let level = self.level.iter().copied().map(MapOp::Write);
-        level.chain(self.deletes.iter().copied().map(MapOp::Delete))
+        wait.into_iter().chain(level).chain(self.deletes.iter().copied().map(MapOp::Delete))
     }
 
     /// Every operation in execution order.

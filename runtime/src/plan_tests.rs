@@ -385,6 +385,11 @@ fn a_resumed_apply_after_the_flip_levels_without_flipping_again() {
     let resumed = Plan::new(&LiveMaps::read(&maps).unwrap(), &new).unwrap();
     assert!(!resumed.flip, "the live slot already answers as the new state");
     assert!(resumed.prepare.is_empty());
+    assert_eq!(
+        resumed.ops().next(),
+        Some(MapOp::Wait),
+        "the killed run may have died before its wait: readers of the old slot may remain"
+    );
     sync(&mut maps, &new).unwrap();
     assert_eq!(maps.live.generation, 1);
     assert_eq!(maps.live.view(0), maps.live.view(1));
