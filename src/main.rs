@@ -319,18 +319,30 @@ fn compile(
 
     let s = &compilation.stats;
     let mut out = std::io::stdout().lock();
+    // Full-length addresses and shorter prefixes go to two datapath maps with their own
+    // capacities (`--max-host-entries`, `--max-ipcache-entries`), so each is counted
+    // on its own.
     writeln!(
         out,
-        "wrote {} ({} bytes): {} endpoints, {} identities, {} policy tables, {} ipcache entries, {} policy entries",
+        "wrote {} ({} bytes): {} endpoints, {} identities, {} policy tables, {} policy entries, {} host entries, {} ipcache entries",
         output.display(),
         bytes.len(),
         s.endpoints,
         s.identities,
         s.tables,
-        s.ipcache_entries,
-        s.policy_entries
+        s.policy_entries,
+        s.host_entries,
+        s.ipcache_entries
     )?;
     if stats {
+        let c = &options.capacity;
+        for (map, used, limit) in [
+            ("policy", s.policy_entries, c.policy),
+            ("hosts", s.host_entries, c.hosts),
+            ("ipcache", s.ipcache_entries, c.ipcache),
+        ] {
+            writeln!(out, "  {map} map: {used} of {limit} entries")?;
+        }
         let mut per_table: std::collections::BTreeMap<u32, usize> = Default::default();
         for (key, _) in &compilation.artifact.policy {
             *per_table.entry(key.table).or_default() += 1;

@@ -162,3 +162,51 @@ fn lint_reads_standard_input_for_dash() {
     let err = stderr(&out);
     assert!(err.contains("error[PL0015]") && err.contains("--> <stdin>:8:17"), "{err}");
 }
+
+#[test]
+fn compile_stats_count_host_addresses_apart_from_shorter_prefixes() {
+    let dir = std::env::temp_dir().join(format!("policyc-stats-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let artifact = dir.join("cidr.artifact");
+    // Five pods and one bare address (a /32) go to the hosts map; 192.0.2.0/24, its
+    // except 192.0.2.128/25 and 10.0.0.0/8 to the ipcache trie.
+    let inputs = ["fixtures/cilium/cluster.yaml", "fixtures/cilium/cidr.yaml"];
+    let args = |extra: &[&'static str]| {
+        let mut args = vec!["compile", inputs[0], inputs[1], "-o", artifact.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        policyc(&args)
+    };
+    let out = args(&["--stats"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("1 policy tables, 3 policy entries, 6 host entries, 3 ipcache entries"),
+        "{text}"
+    );
+    assert!(text.contains("\n  hosts map: 6 of "), "{text}");
+    assert!(text.contains("\n  ipcache map: 3 of "), "{text}");
+    assert!(text.contains("\n  policy map: 3 of "), "{text}");
+    assert!(
+        text.contains("\n  table ") && text.contains(": 3 entries, used by x/client\n"),
+        "{text}"
+    );
+
+    // Each count is held against its own map's limit.
+    let out = args(&["--max-host-entries", "6", "--max-ipcache-entries", "3"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = args(&["--max-host-entries", "5"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("the hosts table needs 6 entries, its limit is 5"),
+        "{}",
+        stderr(&out)
+    );
+    let out = args(&["--max-ipcache-entries", "2"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("the ipcache table needs 3 entries, its limit is 2"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -55,6 +55,10 @@ pub struct Stats {
     pub identities: usize,
     pub endpoints: usize,
     pub tables: usize,
+    /// Full-length addresses (pods, nodes, /32 and /128 CIDRs): the datapath's hosts hash
+    /// map, see [`datapath::HostKey::of_prefix`].
+    pub host_entries: usize,
+    /// Shorter prefixes: the datapath's ipcache trie.
     pub ipcache_entries: usize,
     pub policy_entries: usize,
 }
@@ -476,11 +480,14 @@ pub fn compile_with(sources: &Sources, bundle: &Bundle, options: &Options) -> Co
     artifact.source_digest = source_digest(sources);
     artifact.normalize();
 
+    let host_entries =
+        artifact.ipcache.iter().filter(|(k, _)| HostKey::of_prefix(k).is_some()).count();
     let stats = Stats {
         identities: artifact.identities.len(),
         endpoints: artifact.endpoints.len(),
         tables: tables.len(),
-        ipcache_entries: artifact.ipcache.len(),
+        host_entries,
+        ipcache_entries: artifact.ipcache.len() - host_entries,
         policy_entries: artifact.policy.len(),
     };
     tracing::debug!(?stats, "compiled");
