@@ -332,3 +332,5 @@ fn selectors_match_endpoint_labels_with_every_operator() {
     assert!(!r.evaluate(&flow(DB, WEB, TCP, 1)).passes());
     assert!(!r.evaluate(&flow(OUTSIDE, WEB, TCP, 1)).passes(), "a non-pod never matches");
 }
+
+mod tiers;
