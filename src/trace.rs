@@ -134,6 +134,19 @@ pub fn trace(
         let tables = tables_answer(artifact, &at, true, ip(from.address), proto, port);
         sides.push(Side { direction: Direction::Ingress, at, reference: v, tables });
     }
+    // Replies leave at the destination and arrive at the source; conntrack decides them,
+    // so the tables have no answer to show beside the reference's.
+    let replies = reference.reply(&flow);
+    let replies_pass = replies.passes();
+    let mut reply_sides = Vec::new();
+    if let Some(v) = replies.egress {
+        let at = to.pod.clone().unwrap_or_else(|| to.spec.clone());
+        reply_sides.push(Side { direction: Direction::Egress, at, reference: v, tables: None });
+    }
+    if let Some(v) = replies.ingress {
+        let at = from.pod.clone().unwrap_or_else(|| from.spec.clone());
+        reply_sides.push(Side { direction: Direction::Ingress, at, reference: v, tables: None });
+    }
     let allowed = sides.iter().all(|s| s.reference.passes());
     let agree = sides.iter().all(|s| s.tables.is_none_or(|t| t.passes() == s.reference.passes()));
 
@@ -147,6 +160,10 @@ pub fn trace(
             "allowed": allowed,
             "tables_agree": agree,
             "directions": sides.iter().map(|s| side_json(s, artifact)).collect::<Vec<_>>(),
+            "replies": {
+                "passes": replies_pass,
+                "directions": reply_sides.iter().map(|s| reply_json(s, artifact)).collect::<Vec<_>>(),
+            },
         });
         writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
     } else {
@@ -175,6 +192,23 @@ pub fn trace(
         }
         if sides.is_empty() {
             writeln!(out, "  neither end is a pod of the inputs: nothing enforces this flow here")?;
+        }
+        if !reply_sides.is_empty() {
+            writeln!(
+                out,
+                "  replies ({} -> {}), by conntrack at each endpoint:",
+                describe(to),
+                describe(from)
+            )?;
+        }
+        for s in &reply_sides {
+            writeln!(
+                out,
+                "    {} at {}: {}",
+                s.direction.name(),
+                s.at,
+                reply_text(&s.reference, artifact)
+            )?;
         }
         writeln!(out, "verdict: {}", if allowed { "ALLOWED" } else { "DENIED" })?;
         if !agree {
@@ -238,6 +272,22 @@ fn verdict_text(v: &Verdict, artifact: &Artifact) -> String {
     }
 }
 
+/// How replies fare at one endpoint, given the forward packet's verdict there.
+fn reply_text(forward: &Verdict, artifact: &Artifact) -> String {
+    if forward.passes() {
+        let why = match forward {
+            Verdict::NotIsolated => "passed unchecked (no policy isolates its direction)".into(),
+            allowed => verdict_text(allowed, artifact),
+        };
+        format!("pass, tracked since the connection was {why}")
+    } else {
+        format!(
+            "no conntrack entry, the connection is refused here ({})",
+            verdict_text(forward, artifact)
+        )
+    }
+}
+
 fn decision_text(d: Decision, artifact: &Artifact) -> String {
     let rule = |cookie: u32| {
         artifact
@@ -268,6 +318,16 @@ fn side_json(s: &Side, artifact: &Artifact) -> serde_json::Value {
         "at": s.at,
         "reference": { "result": result, "policy": policy, "rule": rule, "location": location },
         "tables": s.tables.map(|d| json!({ "passes": d.passes(), "decision": decision_text(d, artifact) })),
+    })
+}
+
+fn reply_json(s: &Side, artifact: &Artifact) -> serde_json::Value {
+    let forward = &side_json(s, artifact)["reference"];
+    json!({
+        "direction": s.direction.name(),
+        "at": s.at,
+        "passes": s.reference.passes(),
+        "forward": forward,
     })
 }
 

@@ -101,6 +101,35 @@ fn trace_names_the_deciding_rule_and_its_line() {
     );
     assert!(text.contains("ingress at shop/postgres-0: allowed by NetworkPolicy shop/postgres ingress[0] fixtures/demo/policies.yaml:106:7"), "{text}");
     assert!(text.ends_with("verdict: ALLOWED\n"), "{text}");
+    // Replies pass by conntrack at both ends, each naming the rule that allowed the
+    // connection there, although no policy allows postgres to open one to the cart.
+    assert!(
+        text.contains("  replies (shop/postgres-0 -> shop:app=cart (shop/cart-5c8d7f9b4-fghij)), by conntrack at each endpoint:\n    egress at shop/postgres-0: pass, tracked since the connection was allowed by NetworkPolicy shop/postgres ingress[0] fixtures/demo/policies.yaml:106:7\n    ingress at shop/cart-5c8d7f9b4-fghij: pass, tracked since the connection was allowed by NetworkPolicy shop/cart egress[0] fixtures/demo/policies.yaml:79:7\n"),
+        "{text}"
+    );
+    let reverse = policyc(&[
+        "trace",
+        "fixtures/demo",
+        "--from",
+        "shop/postgres-0",
+        "--to",
+        "shop:app=cart",
+        "--port",
+        "5432",
+        "--format",
+        "json",
+    ]);
+    let value: serde_json::Value = serde_json::from_str(&stdout(&reverse)).unwrap();
+    assert_eq!(value["allowed"], false, "a new connection the other way is refused");
+    assert_eq!(value["replies"]["passes"], false);
+    let replies = &value["replies"]["directions"];
+    assert_eq!(replies[0]["direction"], "egress");
+    assert_eq!(replies[0]["at"], "shop/cart-5c8d7f9b4-fghij");
+    assert_eq!(replies[0]["passes"], false);
+    assert_eq!(replies[0]["forward"]["result"], "default-deny");
+    assert_eq!(replies[1]["direction"], "ingress");
+    assert_eq!(replies[1]["at"], "shop/postgres-0");
+    assert_eq!(replies[1]["passes"], false);
 
     let out = policyc(&[
         "trace",

@@ -134,6 +134,33 @@ impl FlowVerdict {
     }
 }
 
+/// How the replies of a connection fare, per endpoint. They are judged by connection
+/// tracking, not by policy: the forward packet that passes an endpoint's check opens an
+/// entry scoped to that endpoint, and a packet whose reversed tuple is tracked there
+/// passes as a reply without a policy lookup (ARCHITECTURE.md, "Connection tracking").
+/// So a reply passes at each endpoint that let the forward packet through, whatever the
+/// policy says about a new connection in the reverse direction, and each field holds
+/// the forward packet's verdict at that endpoint: the rule that allowed the original
+/// flow, or why it was not checked, or why it was dropped (then no entry exists there
+/// and a reply would be judged as a new connection).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplyVerdict {
+    /// At the connection's destination, where replies leave: the forward packet's
+    /// ingress verdict there. `None` when the destination is not an endpoint.
+    pub egress: Option<Verdict>,
+    /// At the connection's source, where replies arrive: the forward packet's egress
+    /// verdict there. `None` when the source is not an endpoint.
+    pub ingress: Option<Verdict>,
+}
+
+impl ReplyVerdict {
+    /// Whether replies pass both ends, which is whether the connection is established.
+    pub fn passes(&self) -> bool {
+        self.egress.as_ref().is_none_or(Verdict::passes)
+            && self.ingress.as_ref().is_none_or(Verdict::passes)
+    }
+}
+
 /// A rule that matched a flow, named as traces and the artifact name it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RuleMatch {
@@ -212,6 +239,12 @@ impl<'a> Reference<'a> {
             .endpoint_at(flow.dst)
             .map(|ep| self.decide(ep, Direction::Ingress, flow.src, flow.proto, flow.port));
         FlowVerdict { egress, ingress }
+    }
+
+    /// Decides the replies of the connection `flow` opens (see [`ReplyVerdict`]).
+    pub fn reply(&self, flow: &Flow) -> ReplyVerdict {
+        let forward = self.evaluate(flow);
+        ReplyVerdict { egress: forward.ingress, ingress: forward.egress }
     }
 
     /// Decides a flow at `subject` in `direction`; `peer` is the other end (the source

@@ -334,3 +334,62 @@ fn selectors_match_endpoint_labels_with_every_operator() {
 }
 
 mod tiers;
+
+#[test]
+fn replies_pass_at_each_endpoint_that_let_the_connection_through() {
+    // web accepts client on TCP 80; client is isolated both ways and may only call web.
+    let policies = [
+        policy(
+            "web-in",
+            "web",
+            &[Direction::Ingress],
+            vec![rule(
+                Direction::Ingress,
+                Action::Allow,
+                Some(vec![Peer::Endpoints(select(&[("app", "client")]))]),
+                vec![port(Some(TCP), PortSpec::Range(80, 80))],
+            )],
+        ),
+        policy(
+            "client-out",
+            "client",
+            &[Direction::Ingress, Direction::Egress],
+            vec![rule(
+                Direction::Egress,
+                Action::Allow,
+                Some(vec![Peer::Endpoints(select(&[("app", "web")]))]),
+                vec![],
+            )],
+        ),
+    ];
+    let r = Reference::from_parts(&policies, endpoints());
+    let call = flow(CLIENT, WEB, TCP, 80);
+    assert!(r.evaluate(&call).passes());
+    // The replies go web -> client, a connection client's ingress would refuse as new
+    // (from web's port 80 to client's ephemeral port), and pass as replies at both ends,
+    // each naming the rule that allowed the original flow there.
+    assert!(!r.evaluate(&flow(WEB, CLIENT, TCP, 40000)).passes());
+    let reply = r.reply(&call);
+    assert_eq!(reply.egress, Some(allowed("web-in", "rule[0]")), "at web, where replies leave");
+    assert_eq!(reply.ingress, Some(allowed("client-out", "rule[0]")), "at client");
+    assert!(reply.passes());
+
+    // Where no policy isolates a direction, the forward packet passes unchecked, and its
+    // replies pass as well.
+    let reply = r.reply(&flow(WEB, DB, TCP, 5432));
+    assert_eq!(reply.ingress, Some(Verdict::NotIsolated));
+    assert_eq!(reply.egress, Some(Verdict::NotIsolated));
+
+    // Refused at web's ingress: web holds no entry, so nothing passes there as a reply,
+    // while client, whose egress let the packet out, holds one.
+    let refused = flow(CLIENT, WEB, TCP, 81);
+    let reply = r.reply(&refused);
+    assert_eq!(reply.egress, Some(Verdict::DefaultDeny { isolating: vec!["web-in".into()] }));
+    assert_eq!(reply.ingress, Some(allowed("client-out", "rule[0]")));
+    assert!(!reply.passes());
+
+    // An end that is no endpoint tracks nothing and enforces nothing.
+    let reply = r.reply(&flow(OUTSIDE, WEB, TCP, 80));
+    assert_eq!(reply.ingress, None);
+    assert_eq!(reply.egress, Some(Verdict::DefaultDeny { isolating: vec!["web-in".into()] }));
+}
