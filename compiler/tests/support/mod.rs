@@ -1,5 +1,7 @@
 //! Shared by the tests that hold the compiled tables against the reference evaluator.
 
+#![allow(dead_code, reason = "each test file uses a different part of this module")]
+
 use compiler::Compilation;
 use compiler::artifact::Artifact;
 use compiler::ir::Action;
