@@ -146,7 +146,9 @@ enum Command {
         /// Manifests, as for `compile`.
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
-        /// Source: an IP, `namespace/pod`, `namespace/workload` or `namespace:selector`.
+        /// Source: an IP, `namespace/pod`, `namespace/workload` or `namespace:selector`
+        /// (the first pod that matches; `key=value` terms that no pod matches stand for
+        /// a pod with exactly those labels, which need not exist).
         #[arg(long)]
         from: String,
         /// Destination, in the same forms.
@@ -421,11 +423,7 @@ fn run_trace(
     let from = trace::resolve(from, &bundle).context("resolving --from")?;
     let to = trace::resolve(to, &bundle).context("resolving --to")?;
     let query = trace::Query { from, to, proto, port };
-    let reference = compiler::reference::Options {
-        ipblock_matches_pods: options.ipblock_matches_pods,
-        enforcement: options.enforcement,
-    };
-    let agree = trace::trace(&bundle, &compilation, &query, reference, json)?;
+    let agree = trace::trace(&bundle, &compilation, &query, options, json)?;
     Ok(if agree { ExitCode::SUCCESS } else { ExitCode::from(3) })
 }
 

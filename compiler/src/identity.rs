@@ -134,6 +134,17 @@ pub fn identity_labels(
         .collect()
 }
 
+/// Every label key some selector of `policies` reads. These keys always count for
+/// identity (see [`identity_labels`]).
+pub fn selected_keys(policies: &[crate::ir::Policy]) -> BTreeSet<String> {
+    policies
+        .iter()
+        .flat_map(crate::ir::Policy::selectors)
+        .flat_map(|s| s.match_labels.keys().chain(s.match_expressions.iter().map(|r| &r.key)))
+        .cloned()
+        .collect()
+}
+
 /// Which pod labels count for identity, beyond the ones selectors read (those always
 /// count, or selection by identity would not be exact). Patterns are exact keys, or
 /// prefixes ending in `*` (`example.com/*`).

@@ -85,6 +85,10 @@ pub enum Address {
     /// The node the endpoints run on. It has no address in the inventory yet, so only
     /// entity peers (`host`, `cluster`, `all`) and the built-in host allow see it.
     Host,
+    /// A pod without an address, such as one `policyc trace` is asked about by labels
+    /// alone: the `n`th added with [`Reference::add_unaddressed`]. Its labels and
+    /// container ports count; no ipBlock or CIDR peer can be said to hold it.
+    Unaddressed(usize),
 }
 
 /// A new connection: source, destination, IP protocol and destination port (or ICMP
@@ -179,7 +183,32 @@ pub struct Reference<'a> {
     /// given order.
     order: Vec<usize>,
     endpoints: Vec<Endpoint>,
+    /// Pods without addresses, by [`Address::Unaddressed`] index.
+    unaddressed: Vec<Endpoint>,
     options: Options,
+}
+
+/// A pod of `namespace` with exactly `labels` and no container port, named `name`, as
+/// the bundle's namespaces label it; it need not exist. Its service account is
+/// `default`, as for a pod that names none.
+pub fn label_set_endpoint(
+    bundle: &Bundle,
+    name: String,
+    namespace: &str,
+    labels: &Labels,
+) -> Endpoint {
+    let namespaces = namespace_labels(bundle, &mut Vec::new());
+    // A namespace the inventory does not declare is labelled with its name, as the
+    // compile labels one that pods or policies live in.
+    let namespace_labels = namespaces.get(namespace).cloned().unwrap_or_else(|| {
+        Labels::from([("kubernetes.io/metadata.name".into(), namespace.to_owned())])
+    });
+    Endpoint {
+        name,
+        labels: identity::endpoint_labels(labels, namespace, &namespace_labels, "default"),
+        addresses: Vec::new(),
+        ports: Vec::new(),
+    }
 }
 
 impl<'a> Reference<'a> {
@@ -210,7 +239,13 @@ impl<'a> Reference<'a> {
         endpoints.sort_by(|a, b| a.name.cmp(&b.name));
         let mut order: Vec<usize> = (0..policies.len()).collect();
         order.sort_by_key(|&i| (policies[i].tier, policies[i].priority));
-        Reference { policies, order, endpoints, options: Options::default() }
+        Reference {
+            policies,
+            order,
+            endpoints,
+            unaddressed: Vec::new(),
+            options: Options::default(),
+        }
     }
 
     pub fn with_options(self, options: Options) -> Self {
@@ -222,11 +257,19 @@ impl<'a> Reference<'a> {
         &self.endpoints
     }
 
+    /// Adds a pod that has no address (its `addresses` are ignored), for flows to name
+    /// as [`Address::Unaddressed`]; returns its address.
+    pub fn add_unaddressed(&mut self, endpoint: Endpoint) -> Address {
+        self.unaddressed.push(endpoint);
+        Address::Unaddressed(self.unaddressed.len() - 1)
+    }
+
     /// The endpoint that owns `address`, if any.
     pub fn endpoint_at(&self, address: Address) -> Option<&Endpoint> {
         match address {
             Address::Ip(ip) => self.endpoints.iter().find(|e| e.addresses.contains(&ip)),
             Address::Host => None,
+            Address::Unaddressed(i) => self.unaddressed.get(i),
         }
     }
 
@@ -371,7 +414,7 @@ impl<'a> Reference<'a> {
         match peer {
             Peer::Endpoints(selector) => endpoint.is_some_and(|e| selector.matches(&e.labels)),
             Peer::Cidr { cidr, except } => match address {
-                Address::Host => false,
+                Address::Host | Address::Unaddressed(_) => false,
                 Address::Ip(_) if endpoint.is_some() && !self.options.ipblock_matches_pods => false,
                 Address::Ip(ip) => cidr.contains(ip) && !except.iter().any(|e| e.contains(ip)),
             },

@@ -136,12 +136,7 @@ pub fn compile_with(sources: &Sources, bundle: &Bundle, options: &Options) -> Co
     policies.sort_by(|a, b| (a.tier, a.priority, &a.name).cmp(&(b.tier, b.priority, &b.name)));
 
     // Identities: every key a selector reads counts, so selection by identity is exact.
-    let selected_keys: BTreeSet<String> = policies
-        .iter()
-        .flat_map(Policy::selectors)
-        .flat_map(|s| s.match_labels.keys().chain(s.match_expressions.iter().map(|r| &r.key)))
-        .cloned()
-        .collect();
+    let selected_keys = identity::selected_keys(&policies);
     // Pods on the host network are the node as far as the network sees them: they have
     // the node's address and no interface of their own, so they are not endpoints.
     let mut endpoints: Vec<Endpoint<'_>> = bundle

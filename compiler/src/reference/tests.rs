@@ -393,3 +393,52 @@ fn replies_pass_at_each_endpoint_that_let_the_connection_through() {
     assert_eq!(reply.ingress, None);
     assert_eq!(reply.egress, Some(Verdict::DefaultDeny { isolating: vec!["web-in".into()] }));
 }
+
+#[test]
+fn a_pod_without_an_address_is_judged_by_its_labels_and_matches_no_ipblock() {
+    let block = Peer::Cidr { cidr: cidr("0.0.0.0/0"), except: vec![] };
+    let policies = [policy(
+        "p",
+        "web",
+        &[Direction::Ingress, Direction::Egress],
+        vec![
+            rule(
+                Direction::Ingress,
+                Action::Allow,
+                Some(vec![Peer::Endpoints(select(&[("app", "client")]))]),
+                vec![],
+            ),
+            rule(Direction::Egress, Action::Allow, Some(vec![block]), vec![]),
+            rule(
+                Direction::Egress,
+                Action::Allow,
+                Some(vec![Peer::Entity(Entity::Cluster)]),
+                tcp_81(),
+            ),
+        ],
+    )];
+    for ipblock_matches_pods in [false, true] {
+        let mut r = Reference::from_parts(&policies, endpoints())
+            .with_options(Options { ipblock_matches_pods, ..Options::default() });
+        let mut client = endpoint("ns/client-2", "client", "10.9.9.9", &[]);
+        client.addresses.clear();
+        let client = r.add_unaddressed(client);
+        let new_web = r.add_unaddressed(Endpoint {
+            addresses: vec![],
+            ..endpoint("ns/web-2", "web", "10.9.9.8", &[])
+        });
+        let to = |src, dst, port| Flow { src, dst, proto: TCP, port: Some(port) };
+        let web = Address::Ip(ip(WEB));
+        assert_eq!(r.evaluate(&to(client, web, 80)).ingress, Some(allowed("p", "rule[0]")));
+        // As the subject: selected by its labels. 0.0.0.0/0 holds no pod without an
+        // address, in either ipBlock mode; the cluster entity does.
+        let v = r.evaluate(&to(new_web, client, 80));
+        assert!(matches!(v.egress, Some(Verdict::DefaultDeny { .. })), "{ipblock_matches_pods}");
+        assert_eq!(r.evaluate(&to(new_web, client, 81)).egress, Some(allowed("p", "rule[2]")));
+        assert_eq!(r.evaluate(&to(client, new_web, 80)).ingress, Some(allowed("p", "rule[0]")));
+    }
+}
+
+fn tcp_81() -> Vec<PortMatch> {
+    vec![port(Some(TCP), PortSpec::Range(81, 81))]
+}
