@@ -389,7 +389,10 @@ pub fn compile_with(sources: &Sources, bundle: &Bundle, options: &Options) -> Co
                 continue; // Not isolated in this direction: table 0, everything passes.
             }
             if !isolated {
-                // Only denies apply: what they do not deny passes.
+                // Only denies apply: what they do not deny passes. An allow decides
+                // nothing here, so its entries go: left in, they would name a rule that did
+                // not decide the flow (the open rule below says why it passes).
+                entries.retain(|e| e.verdict == Verdict::Deny);
                 entries.push(Entry {
                     pattern: ANY_FLOW,
                     verdict: Verdict::Allow,

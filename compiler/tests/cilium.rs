@@ -307,6 +307,12 @@ fn default_deny_follows_enable_default_deny_and_deny_rules() {
     assert!(allowed(&a, OTHER, SERVER, TCP, 80));
     assert!(!allowed(&a, OTHER, SERVER, TCP, 22));
     assert!(allowed(&a, CLIENT, SERVER, TCP, 22));
+    // Not isolated, the allow of TCP 80 decides nothing: what passes is named after the
+    // open direction, not after an allow rule, and the allow costs no entry.
+    let (_, ingress) = connect(&a, ip(CLIENT), ip(SERVER), TCP, Some(80));
+    let Decision::Allowed(cookie) = ingress else { panic!("{ingress:?}") };
+    assert_eq!(a.rule(cookie).unwrap().policy, "built-in");
+    assert!(a.policy.iter().all(|(_, v)| a.rule(v.rule).unwrap().rule != "ingress[0]"));
     // Only deny rules: the db is isolated, so nothing is allowed.
     assert!(!allowed(&a, CLIENT, DB, TCP, 22));
     assert!(!allowed(&a, CLIENT, DB, TCP, 5432));
