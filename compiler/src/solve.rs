@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use crate::artifact::{Artifact, EndpointRecord, IdentityRecord, RuleRecord};
 use crate::codes;
-use crate::identity::{self, Allocator, FIRST_CIDR_IDENTITY, reserved};
+use crate::identity::{self, Allocator, reserved};
 use crate::ir::{Action, Enforcement, Entity, Peer, Policy, PortSpec, Rule};
 use crate::tables::{self, Entry, Pattern, PortBlock, Verdict};
 use crate::{lower, lower_cilium};
@@ -261,8 +261,7 @@ pub fn compile_with(sources: &Sources, bundle: &Bundle, options: &Options) -> Co
             _ => Vec::new(),
         })
         .collect();
-    let cidr_identities: BTreeMap<Cidr, u32> =
-        prefixes.iter().enumerate().map(|(i, c)| (*c, FIRST_CIDR_IDENTITY + i as u32)).collect();
+    let cidr_identities: BTreeMap<Cidr, u32> = identity::cidr_identities(&prefixes);
 
     let mut by_namespace: BTreeMap<&str, Vec<&Endpoint<'_>>> = BTreeMap::new();
     let mut seen_identities = BTreeSet::new();
