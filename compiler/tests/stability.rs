@@ -8,7 +8,8 @@
 //!   must change; removing it again changes only what it must, and gives back the first
 //!   artifact byte for byte when no identity had to change.
 //!
-//! Which entries "must" change is derived from the inputs, not from the solver: entries
+//! Both run with ipBlocks matching pods and without. Which entries "must" change is
+//! derived from the inputs, not from the solver: entries
 //! keyed by an identity that appeared, disappeared or moved (a pod whose identity
 //! labels the change altered), the tables of endpoints the changed policy selects, and
 //! the addresses of the changed pod and prefixes of the changed policy.
@@ -30,7 +31,11 @@ use support::generate::{
 };
 
 /// Compiles documents, each as a file of its own, in the order given.
-fn compile(documents: &[(String, String)], lock: &Lock) -> Result<Compilation, String> {
+fn compile(
+    documents: &[(String, String)],
+    lock: &Lock,
+    ipblock_matches_pods: bool,
+) -> Result<Compilation, String> {
     let mut sources = Sources::default();
     for (name, text) in documents {
         sources.add(name.clone(), text.clone());
@@ -41,7 +46,11 @@ fn compile(documents: &[(String, String)], lock: &Lock) -> Result<Compilation, S
     if !errors.is_empty() {
         return Err(format!("{errors:?}"));
     }
-    let options = compiler::Options { lock: lock.clone(), ..compiler::Options::default() };
+    let options = compiler::Options {
+        lock: lock.clone(),
+        ipblock_matches_pods,
+        ..compiler::Options::default()
+    };
     let compilation = compiler::compile_with(&sources, &bundle, &options);
     if compilation.diagnostics.iter().any(|d| d.severity() == policy_lang::Severity::Error) {
         return Err(format!("{:?}", compilation.diagnostics));
@@ -336,6 +345,7 @@ proptest! {
     fn the_same_input_in_any_document_order_gives_the_same_bytes(
         cluster in any_cluster(),
         keys in prop::collection::vec(any::<u32>(), 32),
+        ipblock_matches_pods in any::<bool>(),
     ) {
         let documents = cluster.documents();
         let mut order: Vec<usize> = (0..documents.len()).collect();
@@ -343,9 +353,9 @@ proptest! {
         let shuffled: Vec<(String, String)> = order.iter().map(|&i| documents[i].clone()).collect();
         let lock = Lock::default();
 
-        let first = compile(&documents, &lock).map_err(TestCaseError::fail)?;
-        let again = compile(&documents, &lock).map_err(TestCaseError::fail)?;
-        let reordered = compile(&shuffled, &lock).map_err(TestCaseError::fail)?;
+        let first = compile(&documents, &lock, ipblock_matches_pods).map_err(TestCaseError::fail)?;
+        let again = compile(&documents, &lock, ipblock_matches_pods).map_err(TestCaseError::fail)?;
+        let reordered = compile(&shuffled, &lock, ipblock_matches_pods).map_err(TestCaseError::fail)?;
         let bytes = first.artifact.encode();
         prop_assert!(bytes == again.artifact.encode(), "two compiles differ");
         prop_assert!(bytes == reordered.artifact.encode(), "files given in another order differ: {order:?}");
@@ -355,7 +365,7 @@ proptest! {
         // and the source digest hashes other text; everything else is the same.
         let one = |docs: &[(String, String)]| {
             let text = support::generate::join(docs.iter().map(|(_, t)| t.as_str()));
-            compile(&[("all.yaml".to_owned(), text)], &lock)
+            compile(&[("all.yaml".to_owned(), text)], &lock, ipblock_matches_pods)
         };
         let mut a = one(&documents).map_err(TestCaseError::fail)?.artifact;
         let mut b = one(&shuffled).map_err(TestCaseError::fail)?.artifact;
@@ -371,14 +381,15 @@ proptest! {
     fn adding_or_removing_one_pod_or_policy_changes_only_what_it_must(
         cluster in any_cluster(),
         addition in addition(),
+        ipblock_matches_pods in any::<bool>(),
     ) {
         let (bigger, change) = with(&cluster, &addition);
         let fail = |e: String| TestCaseError::fail(format!("{e}\nchange {change:?}\n{}", bigger.render()));
-        let before = compile(&cluster.documents(), &Lock::default()).map_err(fail)?;
-        let after = compile(&bigger.documents(), &before.lock).map_err(fail)?;
+        let before = compile(&cluster.documents(), &Lock::default(), ipblock_matches_pods).map_err(fail)?;
+        let after = compile(&bigger.documents(), &before.lock, ipblock_matches_pods).map_err(fail)?;
         only_what_must_change(&before, &after, &change, &after).map_err(fail)?;
 
-        let removed = compile(&cluster.documents(), &after.lock).map_err(fail)?;
+        let removed = compile(&cluster.documents(), &after.lock, ipblock_matches_pods).map_err(fail)?;
         only_what_must_change(&after, &removed, &change, &after).map_err(fail)?;
         let moved = before.artifact.endpoints.iter().any(|e| {
             after.artifact.endpoint(&e.name).is_some_and(|now| now.identity != e.identity)
