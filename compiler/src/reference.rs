@@ -313,8 +313,7 @@ impl<'a> Reference<'a> {
             }
         };
         // The first match of an ordered tier decides, and a Pass ends the tier undecided.
-        let first_of =
-            |tier: Tier| matches.iter().find(|m| m.tier == tier).and_then(|m| decided(m));
+        let first_of = |tier: Tier| matches.iter().find(|m| m.tier == tier).and_then(&decided);
         let host_allow = || {
             (direction == Direction::Ingress && peer == Address::Host)
                 .then(|| Verdict::Allowed { policy: BUILT_IN.into(), rule: HOST_RULE.into() })
@@ -334,10 +333,9 @@ impl<'a> Reference<'a> {
             .map(|p| p.name.clone())
             .collect();
         let always = self.options.enforcement == Enforcement::Always;
-        if !isolating.is_empty() || always {
-            if let Some(allow) = default_tier().find(|m| m.action == Action::Allow) {
-                return decided(allow).expect("an allow decides");
-            }
+        let allow = default_tier().find(|m| m.action == Action::Allow);
+        if let Some(allow) = allow.filter(|_| !isolating.is_empty() || always) {
+            return decided(allow).expect("an allow decides");
         }
         if !isolating.is_empty() {
             return host_allow().unwrap_or(Verdict::DefaultDeny { isolating });

@@ -192,10 +192,8 @@ fn only_what_must_change(
 
     // Numbers of label sets that live on are kept; new ones are fresh.
     for (labels, id) in &before.lock.live {
-        if let Some(kept) = after.lock.live.get(labels) {
-            if kept != id {
-                return Err(format!("identity {labels:?} renumbered {id} -> {kept}"));
-            }
+        if let Some(kept) = after.lock.live.get(labels).filter(|kept| *kept != id) {
+            return Err(format!("identity {labels:?} renumbered {id} -> {kept}"));
         }
     }
     let highest = before.lock.live.values().chain(before.lock.retired.keys()).max().copied();

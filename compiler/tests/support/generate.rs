@@ -622,7 +622,7 @@ fn cilium_rule_yaml(out: &mut String, prefix: &str, rule: &CiliumRule) {
             out.push('\n');
             for b in blocks {
                 let (cidr, except) = BLOCKS[*b];
-                write!(out, "        - cidr: {cidr}\n").unwrap();
+                writeln!(out, "        - cidr: {cidr}").unwrap();
                 if !except.is_empty() {
                     writeln!(out, "          except: [{}]", except.join(", ")).unwrap();
                 }
