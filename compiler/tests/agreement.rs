@@ -9,25 +9,9 @@
 
 mod support;
 
-use std::net::IpAddr;
-
 use policy_lang::Sources;
 use proptest::prelude::*;
-use support::generate::{
-    Cluster, EXTERNAL, ICMP_TYPES, PORTS, Peer, Pod, Policy, Port, PortValue, Rule, Selector,
-    cluster,
-};
-
-/// Every disagreement between the simulator and the reference on the sampled flows.
-fn disagreements(yaml: &str, cluster: &Cluster) -> Result<Vec<String>, String> {
-    let mut sources = Sources::default();
-    sources.add("generated.yaml", yaml);
-    let (bundle, _) = support::compile(&sources)?;
-    let pods: Vec<IpAddr> = (0..cluster.pods.len()).map(|i| cluster.pod_address(i)).collect();
-    let external: Vec<IpAddr> = EXTERNAL.iter().map(|a| a.parse().unwrap()).collect();
-    let flows = support::sample_flows(&pods, &external, &PORTS, &ICMP_TYPES);
-    support::disagreements_in_every_mode(&sources, &bundle, &flows)
-}
+use support::generate::{Cluster, Peer, Pod, Policy, Port, PortValue, Rule, Selector, cluster};
 
 proptest! {
     // 64 cases (each compiled in six modes) keep `cargo test` fast; PROPTEST_CASES=5000
@@ -41,7 +25,7 @@ proptest! {
     #[test]
     fn tables_decide_generated_flows_as_the_reference_does(cluster in cluster()) {
         let yaml = cluster.render();
-        let found = disagreements(&yaml, &cluster).map_err(|e| TestCaseError::fail(format!("{e}\n{yaml}")))?;
+        let found = support::generated_disagreements(&yaml, &cluster).map_err(|e| TestCaseError::fail(format!("{e}\n{yaml}")))?;
         prop_assert!(
             found.is_empty(),
             "{} disagreements, first: {}\n--- input ---\n{yaml}",
@@ -97,5 +81,5 @@ fn the_generator_renders_every_peer_and_port_kind_the_front_end_accepts() {
     assert_eq!(rules.len(), 3, "{yaml}");
     assert_eq!(rules[0].peers.as_ref().map(Vec::len), Some(3));
     assert_eq!(rules[0].ports.len(), 3);
-    assert_eq!(disagreements(&yaml, &cluster), Ok(Vec::new()));
+    assert_eq!(support::generated_disagreements(&yaml, &cluster), Ok(Vec::new()));
 }

@@ -9,24 +9,12 @@
 
 mod support;
 
-use std::net::IpAddr;
-
 use policy_lang::{Severity, Sources};
 use proptest::prelude::*;
 use support::generate::{
-    CiliumL4, CiliumPeers, CiliumPolicy, CiliumPortValue, CiliumRule, Cluster, EXTERNAL,
-    ICMP_TYPES, PORTS, Pod, Selector, cilium_cluster,
+    CiliumL4, CiliumPeers, CiliumPolicy, CiliumPortValue, CiliumRule, Cluster, Pod, Selector,
+    cilium_cluster,
 };
-
-fn disagreements(yaml: &str, cluster: &Cluster) -> Result<Vec<String>, String> {
-    let mut sources = Sources::default();
-    sources.add("generated.yaml", yaml);
-    let (bundle, _) = support::compile(&sources)?;
-    let pods: Vec<IpAddr> = (0..cluster.pods.len()).map(|i| cluster.pod_address(i)).collect();
-    let external: Vec<IpAddr> = EXTERNAL.iter().map(|a| a.parse().unwrap()).collect();
-    let flows = support::sample_flows(&pods, &external, &PORTS, &ICMP_TYPES);
-    support::disagreements_in_every_mode(&sources, &bundle, &flows)
-}
 
 proptest! {
     // 32 cases (each compiled in six modes, about 5,000 flows each) keep `cargo test`
@@ -40,7 +28,7 @@ proptest! {
     #[test]
     fn tables_decide_generated_cilium_flows_as_the_reference_does(cluster in cilium_cluster()) {
         let yaml = cluster.render();
-        let found = disagreements(&yaml, &cluster).map_err(|e| TestCaseError::fail(format!("{e}\n{yaml}")))?;
+        let found = support::generated_disagreements(&yaml, &cluster).map_err(|e| TestCaseError::fail(format!("{e}\n{yaml}")))?;
         prop_assert!(
             found.is_empty(),
             "{} disagreements, first: {}\n--- input ---\n{yaml}",
@@ -125,5 +113,5 @@ fn the_generator_renders_every_cilium_construct_the_front_end_accepts() {
     // Six entries in each of four lists, the L3-only and the empty ones included.
     let cnp = &compilation.analysis.policies.iter().find(|p| p.name.contains("cnp0")).unwrap();
     assert_eq!(cnp.rules.len(), 24, "{yaml}");
-    assert_eq!(disagreements(&yaml, &cluster), Ok(Vec::new()));
+    assert_eq!(support::generated_disagreements(&yaml, &cluster), Ok(Vec::new()));
 }

@@ -203,3 +203,19 @@ pub fn sample_flows(
         })
         .collect()
 }
+
+/// Every disagreement, in every mode, on the flows the agreement tests sample from a
+/// generated cluster rendered as `yaml`: between its pods, and between its pods and the
+/// outside addresses, on the probed ports and ICMP types.
+pub fn generated_disagreements(
+    yaml: &str,
+    cluster: &generate::Cluster,
+) -> Result<Vec<String>, String> {
+    let mut sources = Sources::default();
+    sources.add("generated.yaml", yaml);
+    let (bundle, _) = compile(&sources)?;
+    let pods: Vec<IpAddr> = (0..cluster.pods.len()).map(|i| cluster.pod_address(i)).collect();
+    let external: Vec<IpAddr> = generate::EXTERNAL.iter().map(|a| a.parse().unwrap()).collect();
+    let flows = sample_flows(&pods, &external, &generate::PORTS, &generate::ICMP_TYPES);
+    disagreements_in_every_mode(&sources, &bundle, &flows)
+}
