@@ -235,27 +235,17 @@ pub fn trace(
         sides.push(Side { direction: Direction::Ingress, at: dst.at(), reference: v, tables });
     }
     // Replies leave at the destination and arrive at the source; conntrack decides them,
-    // so the tables have no answer to show beside the reference's.
+    // so the tables have no answer to show beside the reference's. Each side holds the
+    // forward packet's verdict at that endpoint, which is what decides its replies.
     let replies = reference.reply(&flow);
     let replies_pass = replies.passes();
-    let conntrack = || Err("replies are decided by conntrack".to_owned());
-    let mut reply_sides = Vec::new();
-    if let Some(v) = replies.egress {
-        reply_sides.push(Side {
-            direction: Direction::Egress,
-            at: dst.at(),
-            reference: v,
-            tables: conntrack(),
-        });
-    }
-    if let Some(v) = replies.ingress {
-        reply_sides.push(Side {
-            direction: Direction::Ingress,
-            at: src.at(),
-            reference: v,
-            tables: conntrack(),
-        });
-    }
+    let reply_sides: Vec<(Direction, String, Verdict)> = [
+        (Direction::Egress, dst.at(), replies.egress),
+        (Direction::Ingress, src.at(), replies.ingress),
+    ]
+    .into_iter()
+    .filter_map(|(direction, at, forward)| Some((direction, at, forward?)))
+    .collect();
     let allowed = sides.iter().all(|s| s.reference.passes());
     // A side the tables cannot answer for is reported as such, not as a disagreement.
     let agree = sides
@@ -274,7 +264,15 @@ pub fn trace(
             "directions": sides.iter().map(|s| side_json(s, artifact)).collect::<Vec<_>>(),
             "replies": {
                 "passes": replies_pass,
-                "directions": reply_sides.iter().map(|s| reply_json(s, artifact)).collect::<Vec<_>>(),
+                "directions": reply_sides
+                    .iter()
+                    .map(|(direction, at, forward)| json!({
+                        "direction": direction.name(),
+                        "at": at,
+                        "passes": forward.passes(),
+                        "forward": verdict_json(forward, artifact),
+                    }))
+                    .collect::<Vec<_>>(),
             },
         });
         writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
@@ -324,14 +322,8 @@ pub fn trace(
                 describe(from)
             )?;
         }
-        for s in &reply_sides {
-            writeln!(
-                out,
-                "    {} at {}: {}",
-                s.direction.name(),
-                s.at,
-                reply_text(&s.reference, artifact)
-            )?;
+        for (direction, at, forward) in &reply_sides {
+            writeln!(out, "    {} at {at}: {}", direction.name(), reply_text(forward, artifact))?;
         }
         writeln!(out, "verdict: {}", if allowed { "ALLOWED" } else { "DENIED" })?;
         if !agree {
@@ -451,7 +443,18 @@ fn decision_text(d: Decision, artifact: &Artifact) -> String {
 }
 
 fn side_json(s: &Side, artifact: &Artifact) -> serde_json::Value {
-    let (result, policy, rule) = match &s.reference {
+    json!({
+        "direction": s.direction.name(),
+        "at": s.at,
+        "reference": verdict_json(&s.reference, artifact),
+        "tables": s.tables.as_ref().ok().map(|d| json!({ "passes": d.passes(), "decision": decision_text(*d, artifact) })),
+        "tables_unchecked": s.tables.as_ref().err(),
+    })
+}
+
+/// A reference verdict: its result and, for a rule, the policy, rule and location.
+fn verdict_json(v: &Verdict, artifact: &Artifact) -> serde_json::Value {
+    let (result, policy, rule) = match v {
         Verdict::Allowed { policy, rule } => ("allowed", Some(policy), Some(rule)),
         Verdict::Denied { policy, rule } => ("denied", Some(policy), Some(rule)),
         Verdict::NotIsolated => ("not-isolated", None, None),
@@ -461,23 +464,7 @@ fn side_json(s: &Side, artifact: &Artifact) -> serde_json::Value {
         (Some(p), Some(r)) => Some(location(artifact, p, r)),
         _ => None,
     };
-    json!({
-        "direction": s.direction.name(),
-        "at": s.at,
-        "reference": { "result": result, "policy": policy, "rule": rule, "location": location },
-        "tables": s.tables.as_ref().ok().map(|d| json!({ "passes": d.passes(), "decision": decision_text(*d, artifact) })),
-        "tables_unchecked": s.tables.as_ref().err(),
-    })
-}
-
-fn reply_json(s: &Side, artifact: &Artifact) -> serde_json::Value {
-    let forward = &side_json(s, artifact)["reference"];
-    json!({
-        "direction": s.direction.name(),
-        "at": s.at,
-        "passes": s.reference.passes(),
-        "forward": forward,
-    })
+    json!({ "result": result, "policy": policy, "rule": rule, "location": location })
 }
 
 pub fn protocol_name(proto: u8) -> String {
