@@ -172,7 +172,9 @@ enum Command {
         /// Manifests, as for `compile`.
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
-        /// Source: an IP, `namespace/pod`, `namespace/workload` or `namespace:selector`.
+        /// Source: an IP, `namespace/pod`, `namespace/workload` or `namespace:selector`
+        /// (the first pod that matches; `key=value` terms that no pod matches stand for
+        /// a pod with exactly those labels, which need not exist).
         #[arg(long)]
         from: String,
         /// Destination, in the same forms.
@@ -327,18 +329,30 @@ fn compile(
 
     let s = &compilation.stats;
     let mut out = std::io::stdout().lock();
+    // Full-length addresses and shorter prefixes go to two datapath maps with their own
+    // capacities (`--max-host-entries`, `--max-ipcache-entries`), so each is counted
+    // on its own.
     writeln!(
         out,
-        "wrote {} ({} bytes): {} endpoints, {} identities, {} policy tables, {} ipcache entries, {} policy entries",
+        "wrote {} ({} bytes): {} endpoints, {} identities, {} policy tables, {} policy entries, {} host entries, {} ipcache entries",
         output.display(),
         bytes.len(),
         s.endpoints,
         s.identities,
         s.tables,
-        s.ipcache_entries,
-        s.policy_entries
+        s.policy_entries,
+        s.host_entries,
+        s.ipcache_entries
     )?;
     if stats {
+        let c = &options.capacity;
+        for (map, used, limit) in [
+            ("policy", s.policy_entries, c.policy),
+            ("hosts", s.host_entries, c.hosts),
+            ("ipcache", s.ipcache_entries, c.ipcache),
+        ] {
+            writeln!(out, "  {map} map: {used} of {limit} entries")?;
+        }
         let mut per_table: std::collections::BTreeMap<u32, usize> = Default::default();
         for (key, _) in &compilation.artifact.policy {
             *per_table.entry(key.table).or_default() += 1;
@@ -417,11 +431,7 @@ fn run_trace(
     let from = trace::resolve(from, &bundle).context("resolving --from")?;
     let to = trace::resolve(to, &bundle).context("resolving --to")?;
     let query = trace::Query { from, to, proto, port };
-    let reference = compiler::reference::Options {
-        ipblock_matches_pods: options.ipblock_matches_pods,
-        enforcement: options.enforcement,
-    };
-    let agree = trace::trace(&bundle, &compilation, &query, reference, json)?;
+    let agree = trace::trace(&bundle, &compilation, &query, options, json)?;
     Ok(if agree { ExitCode::SUCCESS } else { ExitCode::from(3) })
 }
 

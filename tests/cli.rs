@@ -119,6 +119,35 @@ fn trace_names_the_deciding_rule_and_its_line() {
     );
     assert!(text.contains("ingress at shop/postgres-0: allowed by NetworkPolicy shop/postgres ingress[0] fixtures/demo/policies.yaml:106:7"), "{text}");
     assert!(text.ends_with("verdict: ALLOWED\n"), "{text}");
+    // Replies pass by conntrack at both ends, each naming the rule that allowed the
+    // connection there, although no policy allows postgres to open one to the cart.
+    assert!(
+        text.contains("  replies (shop/postgres-0 -> shop:app=cart (shop/cart-5c8d7f9b4-fghij)), by conntrack at each endpoint:\n    egress at shop/postgres-0: pass, tracked since the connection was allowed by NetworkPolicy shop/postgres ingress[0] fixtures/demo/policies.yaml:106:7\n    ingress at shop/cart-5c8d7f9b4-fghij: pass, tracked since the connection was allowed by NetworkPolicy shop/cart egress[0] fixtures/demo/policies.yaml:79:7\n"),
+        "{text}"
+    );
+    let reverse = policyc(&[
+        "trace",
+        "fixtures/demo",
+        "--from",
+        "shop/postgres-0",
+        "--to",
+        "shop:app=cart",
+        "--port",
+        "5432",
+        "--format",
+        "json",
+    ]);
+    let value: serde_json::Value = serde_json::from_str(&stdout(&reverse)).unwrap();
+    assert_eq!(value["allowed"], false, "a new connection the other way is refused");
+    assert_eq!(value["replies"]["passes"], false);
+    let replies = &value["replies"]["directions"];
+    assert_eq!(replies[0]["direction"], "egress");
+    assert_eq!(replies[0]["at"], "shop/cart-5c8d7f9b4-fghij");
+    assert_eq!(replies[0]["passes"], false);
+    assert_eq!(replies[0]["forward"]["result"], "default-deny");
+    assert_eq!(replies[1]["direction"], "ingress");
+    assert_eq!(replies[1]["at"], "shop/postgres-0");
+    assert_eq!(replies[1]["passes"], false);
 
     let out = policyc(&[
         "trace",
@@ -179,4 +208,159 @@ fn lint_reads_standard_input_for_dash() {
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(err.contains("error[PL0015]") && err.contains("--> <stdin>:8:17"), "{err}");
+}
+
+#[test]
+fn compile_stats_count_host_addresses_apart_from_shorter_prefixes() {
+    let dir = std::env::temp_dir().join(format!("policyc-stats-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let artifact = dir.join("cidr.artifact");
+    // Five pods and one bare address (a /32) go to the hosts map; 192.0.2.0/24, its
+    // except 192.0.2.128/25 and 10.0.0.0/8 to the ipcache trie.
+    let inputs = ["fixtures/cilium/cluster.yaml", "fixtures/cilium/cidr.yaml"];
+    let args = |extra: &[&'static str]| {
+        let mut args = vec!["compile", inputs[0], inputs[1], "-o", artifact.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        policyc(&args)
+    };
+    let out = args(&["--stats"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("1 policy tables, 3 policy entries, 6 host entries, 3 ipcache entries"),
+        "{text}"
+    );
+    assert!(text.contains("\n  hosts map: 6 of "), "{text}");
+    assert!(text.contains("\n  ipcache map: 3 of "), "{text}");
+    assert!(text.contains("\n  policy map: 3 of "), "{text}");
+    assert!(
+        text.contains("\n  table ") && text.contains(": 3 entries, used by x/client\n"),
+        "{text}"
+    );
+
+    // Each count is held against its own map's limit.
+    let out = args(&["--max-host-entries", "6", "--max-ipcache-entries", "3"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = args(&["--max-host-entries", "5"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("the hosts table needs 6 entries, its limit is 5"),
+        "{}",
+        stderr(&out)
+    );
+    let out = args(&["--max-ipcache-entries", "2"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("the ipcache table needs 3 entries, its limit is 2"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn trace_names_workloads_by_their_owner_chain() {
+    // Pods owned by ReplicaSet web-6b7f9c8d4, itself owned by Deployment web; cart by a
+    // Helm-rendered Deployment. The first pod in name order stands for each.
+    for from in ["shop/web", "shop/web-6b7f9c8d4"] {
+        let out = policyc(&[
+            "trace",
+            "fixtures/valid",
+            "--from",
+            from,
+            "--to",
+            "shop/cart",
+            "--port",
+            "9090",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = stdout(&out);
+        assert!(
+            text.starts_with(&format!(
+                "{from} (shop/web-6b7f9c8d4-2kq9x) -> shop/cart (shop/cart-7c9d8b6f5-mq2wd) TCP/9090\n"
+            )),
+            "{text}"
+        );
+        assert!(text.contains("  egress at shop/web-6b7f9c8d4-2kq9x: allowed by NetworkPolicy shop/web egress[0] fixtures/valid/network-policies.yaml:82:11\n    compiled tables: allow (NetworkPolicy shop/web egress[0])\n"), "{text}");
+        assert!(text.ends_with("verdict: ALLOWED\n"), "{text}");
+    }
+    let out = policyc(&["trace", "fixtures/valid", "--from", "shop/nothing", "--to", "1.1.1.1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("no pod matches `shop/nothing`"), "{}", stderr(&out));
+}
+
+#[test]
+fn trace_takes_a_label_set_no_pod_has_as_a_pod_with_exactly_those_labels() {
+    let trace = |from: &str, to: &str, port: &str| {
+        policyc(&["trace", "fixtures/demo", "--from", from, "--to", to, "--port", port])
+    };
+    // A frontend of a new rollout: its template hash is noise, so the compile would give
+    // it the frontend's identity, and the tables answer by that identity.
+    let new_frontend = "shop:app=frontend,tier=web,pod-template-hash=next";
+    let out = trace(new_frontend, "shop/cart-5c8d7f9b4-fghij", "9090");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.starts_with(&format!("{new_frontend} (no such pod) -> shop/cart-5c8d7f9b4-fghij TCP/9090\n  {new_frontend}: no pod matches; traced as a pod of namespace shop with exactly these labels: identity ")), "{text}");
+    assert!(text.contains(&format!("  egress at {new_frontend}: allowed by NetworkPolicy shop/frontend egress[0] fixtures/demo/policies.yaml:46:7\n    compiled tables: allow (NetworkPolicy shop/frontend egress[0])\n")), "{text}");
+    assert!(text.contains("  ingress at shop/cart-5c8d7f9b4-fghij: allowed by NetworkPolicy shop/cart ingress[0] fixtures/demo/policies.yaml:63:7\n    compiled tables: allow (NetworkPolicy shop/cart ingress[0])\n"), "{text}");
+    assert!(text.ends_with("verdict: ALLOWED\n"), "{text}");
+
+    // The identity is the real frontend's: the same number the lock file gives it.
+    let json = policyc(&[
+        "trace",
+        "fixtures/demo",
+        "--from",
+        new_frontend,
+        "--to",
+        "10.244.1.11",
+        "--port",
+        "9090",
+        "--format",
+        "json",
+    ]);
+    let value: serde_json::Value = serde_json::from_str(&stdout(&json)).unwrap();
+    let identity = value["from"]["label_set"]["identity"].as_u64().expect("an identity");
+    assert_eq!(value["from"]["label_set"]["namespace"], "shop");
+    assert_eq!(value["from"]["label_set"]["labels"]["pod-template-hash"], "next");
+    assert_eq!(value["from"]["pod"], serde_json::Value::Null);
+    let dir = std::env::temp_dir().join(format!("policyc-labelset-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (artifact, lock) = (dir.join("a"), dir.join("lock"));
+    let out = policyc(&[
+        "compile",
+        "fixtures/demo",
+        "-o",
+        artifact.to_str().unwrap(),
+        "--lock",
+        lock.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lock_text = std::fs::read_to_string(&lock).unwrap();
+    let frontend_line = lock_text.lines().find(|l| l.contains("app=frontend")).unwrap();
+    assert!(frontend_line.starts_with(&format!("{identity} ")), "{identity} vs {frontend_line}");
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    // A label set whose identity no pod has: the reference answers, the tables cannot.
+    let out = trace("shop:app=web,tier=front", "shop/cart-5c8d7f9b4-fghij", "9090");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("  shop:app=web,tier=front: no pod matches; traced as a pod of namespace shop with exactly these labels: no identity in the tables (no pod has its identity labels), so only the reference answers for it\n"), "{text}");
+    assert!(text.contains("  egress at shop:app=web,tier=front: denied: isolated by NetworkPolicy shop/allow-dns, NetworkPolicy shop/default-deny and no rule allows it\n    compiled tables: not checked (the tables have no identity for `shop:app=web,tier=front`: no pod has its identity labels)\n"), "{text}");
+    assert!(text.ends_with("verdict: DENIED\n"), "{text}");
+
+    // As the destination of ingress with a named port: the label set has no container
+    // ports, so `http` does not resolve on it, and no pod of its identity without ports
+    // can lend it tables.
+    let out = trace(
+        "monitoring/prometheus-0",
+        "shop:app=frontend,tier=web,pod-template-hash=next",
+        "8080",
+    );
+    let text = stdout(&out);
+    assert!(text.contains("  ingress at shop:app=frontend,tier=web,pod-template-hash=next: denied: isolated by NetworkPolicy shop/default-deny, NetworkPolicy shop/frontend and no rule allows it\n    compiled tables: not checked (no pod of identity "), "{text}");
+
+    // A namespace the inputs do not know is a mistake, not a hypothetical pod.
+    let out = trace("nope:app=x", "1.1.1.1", "80");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("namespace `nope` is not in the inputs"), "{}", stderr(&out));
 }

@@ -270,8 +270,8 @@ impl Sample {
     const HEADER: &str = concat!(
         "| shape | input MB | tree s | parse s | compile s | compile CPU s | encode s | sort s ",
         "| compile/tree | compile/sort | RSS MB | endpoints | identities | tables | max/table ",
-        "| policy entries | ipcache | artifact MB | runs |\n",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| policy entries | hosts | ipcache | artifact MB | runs |\n",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     );
 
     fn row(&self, shape: &str) -> String {
@@ -280,7 +280,7 @@ impl Sample {
         format!(
             concat!(
                 "| {} | {:.1} | {:.3} | {:.3} | {:.3} | {:.2} | {:.4} | {:.5} | {:.1} | {:.0} ",
-                "| {:.0} | {} | {} | {} | {} | {} | {} | {:.2} | {} |",
+                "| {:.0} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {} |",
             ),
             shape,
             self.input_bytes as f64 / 1e6,
@@ -298,6 +298,7 @@ impl Sample {
             s.tables,
             self.max_table,
             s.policy_entries,
+            s.host_entries,
             s.ipcache_entries,
             self.artifact_bytes as f64 / 1e6,
             self.runs,

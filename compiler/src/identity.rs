@@ -27,6 +27,8 @@ pub mod reserved {
 pub const FIRST_POD_IDENTITY: u32 = 256;
 /// CIDR identities have the top byte 0x01; the first is 0x0100_0001.
 pub const FIRST_CIDR_IDENTITY: u32 = 0x0100_0001;
+/// The last CIDR identity.
+pub const LAST_CIDR_IDENTITY: u32 = 0x01ff_ffff;
 
 pub const NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
 pub const NAMESPACE_LABELS_PREFIX: &str = "io.cilium.k8s.namespace.labels.";
@@ -131,6 +133,48 @@ pub fn identity_labels(
                 || filter.counts(k)
         })
         .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// Every label key some selector of `policies` reads. These keys always count for
+/// identity (see [`identity_labels`]).
+pub fn selected_keys(policies: &[crate::ir::Policy]) -> BTreeSet<String> {
+    policies
+        .iter()
+        .flat_map(crate::ir::Policy::selectors)
+        .flat_map(|s| s.match_labels.keys().chain(s.match_expressions.iter().map(|r| &r.key)))
+        .cloned()
+        .collect()
+}
+
+/// Numbers for the CIDR identities of `prefixes`. Each is derived from its prefix alone
+/// (FNV-1a over the address and the length, folded into the low 24 bits), not from its
+/// rank among the others: numbered in order, a prefix added or removed would renumber
+/// every prefix after it, rewriting their address entries and every policy entry keyed
+/// by them. A collision moves on to the next free number, in prefix order, so only then
+/// can another prefix's arrival move a number (rare: two prefixes in a 24-bit space).
+pub fn cidr_identities(
+    prefixes: &BTreeSet<policy_lang::ast::Cidr>,
+) -> BTreeMap<policy_lang::ast::Cidr, u32> {
+    let span = LAST_CIDR_IDENTITY - FIRST_CIDR_IDENTITY + 1;
+    let mut used = BTreeSet::new();
+    prefixes
+        .iter()
+        .map(|cidr| {
+            let bytes = match cidr.addr {
+                std::net::IpAddr::V4(v4) => v4.octets().to_vec(),
+                std::net::IpAddr::V6(v6) => v6.octets().to_vec(),
+            };
+            let hash = bytes
+                .iter()
+                .chain([&cidr.prefix])
+                .fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(*b)).wrapping_mul(0x0100_0193));
+            let mut offset = hash % span;
+            while !used.insert(offset) {
+                offset = (offset + 1) % span;
+            }
+            (*cidr, FIRST_CIDR_IDENTITY + offset)
+        })
         .collect()
 }
 
@@ -259,6 +303,29 @@ mod tests {
         assert!(!is_identity_label("failure-domain.beta.kubernetes.io/zone"));
         assert!(is_identity_label("app.kubernetes.io/name"));
         assert!(is_identity_label("example.com/tier"));
+    }
+
+    #[test]
+    fn cidr_identities_do_not_move_when_other_prefixes_come_and_go() {
+        let cidr = |s: &str| {
+            let (addr, prefix) = s.split_once('/').unwrap();
+            policy_lang::ast::Cidr { addr: addr.parse().unwrap(), prefix: prefix.parse().unwrap() }
+        };
+        let some: BTreeSet<_> = ["10.0.0.0/8", "192.0.2.0/24", "2001:db8::/32"].map(cidr).into();
+        let mut more = some.clone();
+        // Sorts before every other prefix: numbered by rank, it would shift them all.
+        more.insert(cidr("0.0.0.0/0"));
+        let (a, b) = (cidr_identities(&some), cidr_identities(&more));
+        for prefix in &some {
+            assert_eq!(a[prefix], b[prefix], "{prefix:?}");
+        }
+        let numbers: BTreeSet<u32> = b.values().copied().collect();
+        assert_eq!(numbers.len(), 4);
+        assert!(numbers.iter().all(|n| (FIRST_CIDR_IDENTITY..=LAST_CIDR_IDENTITY).contains(n)));
+        assert_ne!(
+            a[&cidr("10.0.0.0/8")],
+            cidr_identities(&[cidr("10.0.0.0/9")].into())[&cidr("10.0.0.0/9")]
+        );
     }
 
     #[test]

@@ -1,11 +1,20 @@
 //! The policy IR: what every policy kind means, in one shape the solver understands.
 //!
-//! Front-end kinds (NetworkPolicy today; CiliumNetworkPolicy and AdminNetworkPolicy
-//! later) are lowered here, so the solver and the reference semantics are written once.
-//! All selectors in the IR match *endpoint labels*: a pod's own labels plus
-//! `io.kubernetes.pod.namespace=<ns>` and its namespace's labels under
+//! Every front-end kind is lowered to it (`lower.rs`: NetworkPolicy; `lower_cilium.rs`:
+//! CiliumNetworkPolicy and CiliumClusterwideNetworkPolicy, one IR policy per rule), so
+//! the solver and the reference semantics are written once. All selectors in the IR
+//! match *endpoint labels*: a pod's own labels plus `io.kubernetes.pod.namespace=<ns>`,
+//! its service account and its namespace's labels under
 //! `io.cilium.k8s.namespace.labels.`. A NetworkPolicy's "pods in my namespace" is then
 //! just one more requirement, and a Cilium selector reads the same.
+//!
+//! Tiers, priorities and the Pass action are there for AdminNetworkPolicy and
+//! BaselineAdminNetworkPolicy. The reference evaluator (`reference.rs`) already decides
+//! them: ordered tiers, priority order inside the Admin and Baseline tiers, the first
+//! matching rule deciding there, Pass handing a flow to the next tier, Baseline deciding
+//! only what no earlier tier did. No lowering produces them yet (AdminNetworkPolicy is
+//! refused by the front end), and the solver compiles every policy as the Default tier,
+//! so a lowering of them must come with the solver's tier fold.
 
 use std::collections::BTreeSet;
 
@@ -26,7 +35,8 @@ pub enum Enforcement {
 
 /// Ordered tiers. Policies of an earlier tier decide first; `Pass` hands a flow to the
 /// next tier. NetworkPolicy and Cilium policies live in `Default`; AdminNetworkPolicy
-/// and BaselineAdminNetworkPolicy will use the others.
+/// and BaselineAdminNetworkPolicy will use the others (see the module documentation and
+/// `reference.rs` for how each tier decides).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Tier {
     Admin,

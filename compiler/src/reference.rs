@@ -9,13 +9,26 @@
 //! the whole solver, and a test that compares it with a hand-written expectation checks
 //! the lowering.
 //!
-//! Semantics, per direction at one endpoint:
-//! - the endpoint is isolated iff some policy selecting it lists the direction in
-//!   `isolates`; only rules of selecting policies apply;
-//! - a matching deny decides; otherwise a matching allow (allows add up); otherwise an
-//!   isolated direction denies by default and a non-isolated one lets the flow through;
-//! - ingress from the endpoint's own node is always allowed (unless a deny names it),
-//!   the same built-in rule the compiled tables carry.
+//! Semantics, per direction at one endpoint, with only the rules of policies that select
+//! the endpoint taking part, tier by tier ([`Tier`]):
+//! - Admin: policies in priority order (lower first; ties in the given order), rules in
+//!   their order; the first rule that matches decides. Allow and Deny are final; Pass
+//!   ends the tier and hands the flow to the Default tier. This is AdminNetworkPolicy.
+//! - Default (NetworkPolicy and Cilium policies): the endpoint is isolated iff some
+//!   Default-tier policy selecting it lists the direction in `isolates`. A matching deny
+//!   decides; otherwise, where isolated, a matching allow (allows add up), otherwise
+//!   default deny. A direction that is not isolated and that no deny names is not
+//!   decided here.
+//! - Baseline: as Admin, for the flows no earlier tier decided
+//!   (BaselineAdminNetworkPolicy); a Pass here decides nothing either.
+//! - Nothing decided: the flow passes ([`Verdict::NotIsolated`]), or, with enforcement
+//!   `always`, an allow of the Default tier lets it through and otherwise it is denied.
+//! - Ingress from the endpoint's own node is allowed where a default deny would apply,
+//!   the same built-in rule the compiled tables carry; a deny that names the host still
+//!   wins.
+//!
+//! A reply of a connection is judged by conntrack, not by policy: see
+//! [`Reference::reply`].
 //!
 //! Whether an ipBlock matches pod addresses is a switch, [`Options::ipblock_matches_pods`]:
 //! off by default, as in Cilium and in the compiled tables; on, as upstream Kubernetes
@@ -27,7 +40,7 @@ use policy_lang::Bundle;
 use policy_lang::ast::{ContainerPort, Direction, Labels};
 
 use crate::identity;
-use crate::ir::{Action, Enforcement, Entity, Peer, Policy, PortMatch, PortSpec, Rule};
+use crate::ir::{Action, Enforcement, Entity, Peer, Policy, PortMatch, PortSpec, Rule, Tier};
 use crate::solve::{Analysis, namespace_labels};
 
 /// Protocols a port without a protocol stands for: TCP, UDP and SCTP.
@@ -72,6 +85,10 @@ pub enum Address {
     /// The node the endpoints run on. It has no address in the inventory yet, so only
     /// entity peers (`host`, `cluster`, `all`) and the built-in host allow see it.
     Host,
+    /// A pod without an address, such as one `policyc trace` is asked about by labels
+    /// alone: the `n`th added with [`Reference::add_unaddressed`]. Its labels and
+    /// container ports count; no ipBlock or CIDR peer can be said to hold it.
+    Unaddressed(usize),
 }
 
 /// A new connection: source, destination, IP protocol and destination port (or ICMP
@@ -87,11 +104,13 @@ pub struct Flow {
 /// The decision in one direction at one endpoint, with its provenance.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// The first allow rule (in policy order) that matches.
+    /// The deciding allow rule: in the Admin and Baseline tiers the first that matches,
+    /// in the Default tier the first matching allow in policy order.
     Allowed { policy: String, rule: String },
-    /// The first deny rule that matches; denies beat allows.
+    /// The deciding deny rule; in the Default tier denies beat allows.
     Denied { policy: String, rule: String },
-    /// No selecting policy isolates the direction and no deny matches.
+    /// No tier decided: no selecting policy isolates the direction and no rule that
+    /// matches decides.
     NotIsolated,
     /// Isolated, and nothing allows the flow. Names the isolating policies.
     DefaultDeny { isolating: Vec<String> },
@@ -119,20 +138,77 @@ impl FlowVerdict {
     }
 }
 
+/// How the replies of a connection fare, per endpoint. They are judged by connection
+/// tracking, not by policy: the forward packet that passes an endpoint's check opens an
+/// entry scoped to that endpoint, and a packet whose reversed tuple is tracked there
+/// passes as a reply without a policy lookup (ARCHITECTURE.md, "Connection tracking").
+/// So a reply passes at each endpoint that let the forward packet through, whatever the
+/// policy says about a new connection in the reverse direction, and each field holds
+/// the forward packet's verdict at that endpoint: the rule that allowed the original
+/// flow, or why it was not checked, or why it was dropped (then no entry exists there
+/// and a reply would be judged as a new connection).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplyVerdict {
+    /// At the connection's destination, where replies leave: the forward packet's
+    /// ingress verdict there. `None` when the destination is not an endpoint.
+    pub egress: Option<Verdict>,
+    /// At the connection's source, where replies arrive: the forward packet's egress
+    /// verdict there. `None` when the source is not an endpoint.
+    pub ingress: Option<Verdict>,
+}
+
+impl ReplyVerdict {
+    /// Whether replies pass both ends, which is whether the connection is established.
+    pub fn passes(&self) -> bool {
+        self.egress.as_ref().is_none_or(Verdict::passes)
+            && self.ingress.as_ref().is_none_or(Verdict::passes)
+    }
+}
+
 /// A rule that matched a flow, named as traces and the artifact name it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RuleMatch {
     pub policy: String,
     pub rule: String,
     pub action: Action,
+    /// The tier of the rule's policy.
+    pub tier: Tier,
 }
 
 /// The reference evaluator over one set of policies and endpoints.
 #[derive(Debug)]
 pub struct Reference<'a> {
     policies: &'a [Policy],
+    /// Indexes into `policies` in evaluation order: by tier, then priority, ties in the
+    /// given order.
+    order: Vec<usize>,
     endpoints: Vec<Endpoint>,
+    /// Pods without addresses, by [`Address::Unaddressed`] index.
+    unaddressed: Vec<Endpoint>,
     options: Options,
+}
+
+/// A pod of `namespace` with exactly `labels` and no container port, named `name`, as
+/// the bundle's namespaces label it; it need not exist. Its service account is
+/// `default`, as for a pod that names none.
+pub fn label_set_endpoint(
+    bundle: &Bundle,
+    name: String,
+    namespace: &str,
+    labels: &Labels,
+) -> Endpoint {
+    let namespaces = namespace_labels(bundle, &mut Vec::new());
+    // A namespace the inventory does not declare is labelled with its name, as the
+    // compile labels one that pods or policies live in.
+    let namespace_labels = namespaces.get(namespace).cloned().unwrap_or_else(|| {
+        Labels::from([("kubernetes.io/metadata.name".into(), namespace.to_owned())])
+    });
+    Endpoint {
+        name,
+        labels: identity::endpoint_labels(labels, namespace, &namespace_labels, "default"),
+        addresses: Vec::new(),
+        ports: Vec::new(),
+    }
 }
 
 impl<'a> Reference<'a> {
@@ -161,7 +237,15 @@ impl<'a> Reference<'a> {
     /// A reference over explicit policies and endpoints, with default [`Options`].
     pub fn from_parts(policies: &'a [Policy], mut endpoints: Vec<Endpoint>) -> Self {
         endpoints.sort_by(|a, b| a.name.cmp(&b.name));
-        Reference { policies, endpoints, options: Options::default() }
+        let mut order: Vec<usize> = (0..policies.len()).collect();
+        order.sort_by_key(|&i| (policies[i].tier, policies[i].priority));
+        Reference {
+            policies,
+            order,
+            endpoints,
+            unaddressed: Vec::new(),
+            options: Options::default(),
+        }
     }
 
     pub fn with_options(self, options: Options) -> Self {
@@ -173,11 +257,19 @@ impl<'a> Reference<'a> {
         &self.endpoints
     }
 
+    /// Adds a pod that has no address (its `addresses` are ignored), for flows to name
+    /// as [`Address::Unaddressed`]; returns its address.
+    pub fn add_unaddressed(&mut self, endpoint: Endpoint) -> Address {
+        self.unaddressed.push(endpoint);
+        Address::Unaddressed(self.unaddressed.len() - 1)
+    }
+
     /// The endpoint that owns `address`, if any.
     pub fn endpoint_at(&self, address: Address) -> Option<&Endpoint> {
         match address {
             Address::Ip(ip) => self.endpoints.iter().find(|e| e.addresses.contains(&ip)),
             Address::Host => None,
+            Address::Unaddressed(i) => self.unaddressed.get(i),
         }
     }
 
@@ -190,6 +282,12 @@ impl<'a> Reference<'a> {
             .endpoint_at(flow.dst)
             .map(|ep| self.decide(ep, Direction::Ingress, flow.src, flow.proto, flow.port));
         FlowVerdict { egress, ingress }
+    }
+
+    /// Decides the replies of the connection `flow` opens (see [`ReplyVerdict`]).
+    pub fn reply(&self, flow: &Flow) -> ReplyVerdict {
+        let forward = self.evaluate(flow);
+        ReplyVerdict { egress: forward.ingress, ingress: forward.egress }
     }
 
     /// Decides a flow at `subject` in `direction`; `peer` is the other end (the source
@@ -206,29 +304,54 @@ impl<'a> Reference<'a> {
             return Verdict::NotIsolated;
         }
         let matches = self.matching_rules(subject, direction, peer, proto, port);
-        if let Some(deny) = matches.iter().find(|m| m.action == Action::Deny) {
-            return Verdict::Denied { policy: deny.policy.clone(), rule: deny.rule.clone() };
+        let decided = |m: &RuleMatch| {
+            let (policy, rule) = (m.policy.clone(), m.rule.clone());
+            match m.action {
+                Action::Allow => Some(Verdict::Allowed { policy, rule }),
+                Action::Deny => Some(Verdict::Denied { policy, rule }),
+                Action::Pass => None,
+            }
+        };
+        // The first match of an ordered tier decides, and a Pass ends the tier undecided.
+        let first_of = |tier: Tier| matches.iter().find(|m| m.tier == tier).and_then(&decided);
+        let host_allow = || {
+            (direction == Direction::Ingress && peer == Address::Host)
+                .then(|| Verdict::Allowed { policy: BUILT_IN.into(), rule: HOST_RULE.into() })
+        };
+
+        if let Some(verdict) = first_of(Tier::Admin) {
+            return verdict;
         }
 
+        let default_tier = || matches.iter().filter(|m| m.tier == Tier::Default);
+        if let Some(deny) = default_tier().find(|m| m.action == Action::Deny) {
+            return decided(deny).expect("a deny decides");
+        }
         let isolating: Vec<String> = self
             .selecting(subject)
-            .filter(|p| p.isolates.contains(&direction))
+            .filter(|p| p.tier == Tier::Default && p.isolates.contains(&direction))
             .map(|p| p.name.clone())
             .collect();
-        if isolating.is_empty() && self.options.enforcement != Enforcement::Always {
-            return Verdict::NotIsolated;
+        let always = self.options.enforcement == Enforcement::Always;
+        let allow = default_tier().find(|m| m.action == Action::Allow);
+        if let Some(allow) = allow.filter(|_| !isolating.is_empty() || always) {
+            return decided(allow).expect("an allow decides");
+        }
+        if !isolating.is_empty() {
+            return host_allow().unwrap_or(Verdict::DefaultDeny { isolating });
         }
 
-        if let Some(allow) = matches.iter().find(|m| m.action == Action::Allow) {
-            return Verdict::Allowed { policy: allow.policy.clone(), rule: allow.rule.clone() };
+        if let Some(verdict) = first_of(Tier::Baseline) {
+            return verdict;
         }
-        if direction == Direction::Ingress && peer == Address::Host {
-            return Verdict::Allowed { policy: BUILT_IN.into(), rule: HOST_RULE.into() };
+        if always {
+            return host_allow().unwrap_or(Verdict::DefaultDeny { isolating });
         }
-        Verdict::DefaultDeny { isolating }
+        Verdict::NotIsolated
     }
 
-    /// Every rule of the policies selecting `subject` that matches the flow, in policy
+    /// Every rule of the policies selecting `subject` that matches the flow, Pass rules
+    /// included, in evaluation order: by tier, then priority, then the given policy
     /// order, then rule order.
     pub fn matching_rules(
         &self,
@@ -248,18 +371,12 @@ impl<'a> Reference<'a> {
         let mut out = Vec::new();
         for policy in self.selecting(subject) {
             for rule in policy.rules.iter().filter(|r| r.direction == direction) {
-                // FIXME: `Pass` (AdminNetworkPolicy) and the Admin/Baseline tiers are not
-                // evaluated: no front end lowers to them yet, and the solver ignores them
-                // too. The cure is tier-ordered evaluation here, where a matching Pass
-                // skips the rest of its tier, once a lowering produces them.
-                if rule.action == Action::Pass {
-                    continue;
-                }
                 if self.rule_matches(rule, peer, peer_endpoint, destination, proto, port) {
                     out.push(RuleMatch {
                         policy: policy.name.clone(),
                         rule: rule.label.clone(),
                         action: rule.action,
+                        tier: policy.tier,
                     });
                 }
             }
@@ -267,8 +384,10 @@ impl<'a> Reference<'a> {
         out
     }
 
+    /// The policies selecting `subject`, in evaluation order.
     fn selecting<'s>(&'s self, subject: &'s Endpoint) -> impl Iterator<Item = &'a Policy> + 's {
-        self.policies.iter().filter(|p| p.subject.matches(&subject.labels))
+        let policies = self.policies;
+        self.order.iter().map(move |&i| &policies[i]).filter(|p| p.subject.matches(&subject.labels))
     }
 
     fn rule_matches(
@@ -293,7 +412,7 @@ impl<'a> Reference<'a> {
         match peer {
             Peer::Endpoints(selector) => endpoint.is_some_and(|e| selector.matches(&e.labels)),
             Peer::Cidr { cidr, except } => match address {
-                Address::Host => false,
+                Address::Host | Address::Unaddressed(_) => false,
                 Address::Ip(_) if endpoint.is_some() && !self.options.ipblock_matches_pods => false,
                 Address::Ip(ip) => cidr.contains(ip) && !except.iter().any(|e| e.contains(ip)),
             },

@@ -65,11 +65,23 @@ pub fn decide(
     proto: u8,
     port: Option<u16>,
 ) -> Decision {
+    decide_identity(artifact, endpoint, ingress, identity_of(artifact, peer), proto, port)
+}
+
+/// As [`decide`], for a peer given by its identity rather than its address (a pod the
+/// tables know the identity of but no address for).
+pub fn decide_identity(
+    artifact: &Artifact,
+    endpoint: &EndpointRecord,
+    ingress: bool,
+    identity: u32,
+    proto: u8,
+    port: Option<u16>,
+) -> Decision {
     let table = if ingress { endpoint.ingress_table } else { endpoint.egress_table };
     if table == 0 {
         return Decision::NotEnforced;
     }
-    let identity = identity_of(artifact, peer);
     for pattern in tables::candidates(identity, proto, port) {
         let key = pattern.key(table);
         if let Ok(i) = artifact.policy.binary_search_by(|(k, _)| k.cmp(&key)) {

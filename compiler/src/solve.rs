@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use crate::artifact::{Artifact, EndpointRecord, IdentityRecord, RuleRecord};
 use crate::codes;
-use crate::identity::{self, Allocator, FIRST_CIDR_IDENTITY, reserved};
+use crate::identity::{self, Allocator, reserved};
 use crate::ir::{Action, Enforcement, Entity, Peer, Policy, PortSpec, Rule};
 use crate::tables::{self, Entry, Pattern, PortBlock, Verdict};
 use crate::{lower, lower_cilium};
@@ -55,6 +55,10 @@ pub struct Stats {
     pub identities: usize,
     pub endpoints: usize,
     pub tables: usize,
+    /// Full-length addresses (pods, nodes, /32 and /128 CIDRs): the datapath's hosts hash
+    /// map, see [`datapath::HostKey::of_prefix`].
+    pub host_entries: usize,
+    /// Shorter prefixes: the datapath's ipcache trie.
     pub ipcache_entries: usize,
     pub policy_entries: usize,
 }
@@ -132,12 +136,7 @@ pub fn compile_with(sources: &Sources, bundle: &Bundle, options: &Options) -> Co
     policies.sort_by(|a, b| (a.tier, a.priority, &a.name).cmp(&(b.tier, b.priority, &b.name)));
 
     // Identities: every key a selector reads counts, so selection by identity is exact.
-    let selected_keys: BTreeSet<String> = policies
-        .iter()
-        .flat_map(Policy::selectors)
-        .flat_map(|s| s.match_labels.keys().chain(s.match_expressions.iter().map(|r| &r.key)))
-        .cloned()
-        .collect();
+    let selected_keys = identity::selected_keys(&policies);
     // Pods on the host network are the node as far as the network sees them: they have
     // the node's address and no interface of their own, so they are not endpoints.
     let mut endpoints: Vec<Endpoint<'_>> = bundle
@@ -262,8 +261,7 @@ pub fn compile_with(sources: &Sources, bundle: &Bundle, options: &Options) -> Co
             _ => Vec::new(),
         })
         .collect();
-    let cidr_identities: BTreeMap<Cidr, u32> =
-        prefixes.iter().enumerate().map(|(i, c)| (*c, FIRST_CIDR_IDENTITY + i as u32)).collect();
+    let cidr_identities: BTreeMap<Cidr, u32> = identity::cidr_identities(&prefixes);
 
     let mut by_namespace: BTreeMap<&str, Vec<&Endpoint<'_>>> = BTreeMap::new();
     let mut seen_identities = BTreeSet::new();
@@ -390,7 +388,10 @@ pub fn compile_with(sources: &Sources, bundle: &Bundle, options: &Options) -> Co
                 continue; // Not isolated in this direction: table 0, everything passes.
             }
             if !isolated {
-                // Only denies apply: what they do not deny passes.
+                // Only denies apply: what they do not deny passes. An allow decides
+                // nothing here, so its entries go: left in, they would name a rule that did
+                // not decide the flow (the open rule below says why it passes).
+                entries.retain(|e| e.verdict == Verdict::Deny);
                 entries.push(Entry {
                     pattern: ANY_FLOW,
                     verdict: Verdict::Allow,
@@ -476,11 +477,14 @@ pub fn compile_with(sources: &Sources, bundle: &Bundle, options: &Options) -> Co
     artifact.source_digest = source_digest(sources);
     artifact.normalize();
 
+    let host_entries =
+        artifact.ipcache.iter().filter(|(k, _)| HostKey::of_prefix(k).is_some()).count();
     let stats = Stats {
         identities: artifact.identities.len(),
         endpoints: artifact.endpoints.len(),
         tables: tables.len(),
-        ipcache_entries: artifact.ipcache.len(),
+        host_entries,
+        ipcache_entries: artifact.ipcache.len() - host_entries,
         policy_entries: artifact.policy.len(),
     };
     tracing::debug!(?stats, "compiled");

@@ -1,11 +1,15 @@
 //! CiliumNetworkPolicy and CiliumClusterwideNetworkPolicy, compiled against the cluster
 //! of `fixtures/cilium/cluster.yaml` and judged by the table simulator.
 
+mod support;
+
 use std::net::IpAddr;
 use std::path::PathBuf;
 
 use compiler::artifact::Artifact;
+use compiler::reference::{Address, Flow, Reference, Verdict};
 use compiler::simulate::{Decision, connect};
+use policy_lang::ast::Direction;
 use policy_lang::{Bundle, Sources};
 
 const SERVER: &str = "10.0.1.1";
@@ -111,6 +115,98 @@ fn deny_truth_table_holds_while_the_l7_rule_is_reported() {
     assert!(!ping(&a, CLIENT, SERVER));
 }
 
+/// Cilium's deny truth table as an expected matrix: one row per set of policy files
+/// (under deny-table/, with the cluster), one column per probe from the client to the
+/// server; `.` passes, `X` is dropped. The L7 rule of allows.yaml is reported and left
+/// out, and the L3/L4 verdicts of the documentation still hold.
+const DENY_TABLE: &str = "
+# files                                    TCP/80 TCP/81 ICMP/8
+allows                                       .      .      .
+allows deny-port-80                          X      .      .
+allows deny-client                           X      X      X
+allows deny-port-80 deny-client              X      X      X
+";
+
+#[test]
+fn deny_truth_table_holds_in_the_reference_and_the_tables_with_the_deciding_rules() {
+    let probes = [(TCP, 80), (TCP, 81), (ICMP, ECHO_REQUEST)];
+    let mut failures = Vec::new();
+    for line in DENY_TABLE.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let (names, cells) = words.split_at(words.len() - probes.len());
+        let files: Vec<String> = names.iter().map(|n| format!("deny-table/{n}.yaml")).collect();
+        let files: Vec<&str> = files.iter().map(String::as_str).collect();
+        let (sources, bundle) = load(&files);
+        let compilation = compiler::compile(&sources, &bundle);
+        let reference = Reference::new(&bundle, &compilation.analysis);
+        support::same_endpoints(&reference, &compilation).unwrap();
+        for ((proto, port), cell) in probes.iter().zip(cells) {
+            let flow = Flow {
+                src: Address::Ip(ip(CLIENT)),
+                dst: Address::Ip(ip(SERVER)),
+                proto: *proto,
+                port: Some(*port),
+            };
+            let expected = *cell == ".";
+            let by_reference = reference.evaluate(&flow).passes();
+            let (egress, ingress) = support::simulate(&compilation.artifact, &flow);
+            let by_tables = egress.passes() && ingress.passes();
+            if (by_reference, by_tables) != (expected, expected) {
+                failures.push(format!(
+                    "{line}: proto {proto} port {port}: expected {cell}, reference {by_reference}, tables {by_tables}"
+                ));
+            }
+            for (direction, decision) in
+                [(Direction::Egress, egress), (Direction::Ingress, ingress)]
+            {
+                if let Err(e) = support::same_decision(
+                    &compilation.artifact,
+                    &reference,
+                    &flow,
+                    direction,
+                    decision,
+                ) {
+                    failures.push(format!("{line}: proto {proto} port {port}: {e}"));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // The deciding rules, as the reference names them: the L3 allow is the first allow
+    // in policy order; a deny names its own rule.
+    let verdict = |files: &[&str], proto: u8, port: u16| {
+        let (sources, bundle) = load(files);
+        let compilation = compiler::compile(&sources, &bundle);
+        let reference = Reference::new(&bundle, &compilation.analysis);
+        let flow = Flow {
+            src: Address::Ip(ip(CLIENT)),
+            dst: Address::Ip(ip(SERVER)),
+            proto,
+            port: Some(port),
+        };
+        reference.evaluate(&flow).ingress.unwrap()
+    };
+    let named = |policy: &str, rule: &str| (policy.to_string(), rule.to_string());
+    let of = |v: Verdict| match v {
+        Verdict::Allowed { policy, rule } | Verdict::Denied { policy, rule } => (policy, rule),
+        other => panic!("{other:?}"),
+    };
+    let allows = "deny-table/allows.yaml";
+    assert_eq!(
+        of(verdict(&[allows, "deny-table/deny-port-80.yaml"], TCP, 81)),
+        named("CiliumNetworkPolicy x/server-allows", "ingress[0]")
+    );
+    assert!(matches!(
+        verdict(&[allows, "deny-table/deny-port-80.yaml"], TCP, 80),
+        Verdict::Denied { ref policy, .. } if policy == "CiliumNetworkPolicy x/server-deny-80"
+    ));
+    assert_eq!(
+        of(verdict(&[allows, "deny-table/deny-client.yaml"], ICMP, ECHO_REQUEST)),
+        named("CiliumNetworkPolicy x/server-deny-client", "ingressDeny[0]")
+    );
+}
+
 #[test]
 fn l4_only_rules_apply_to_every_peer() {
     let a = compile(&["l4-only.yaml"]);
@@ -211,6 +307,12 @@ fn default_deny_follows_enable_default_deny_and_deny_rules() {
     assert!(allowed(&a, OTHER, SERVER, TCP, 80));
     assert!(!allowed(&a, OTHER, SERVER, TCP, 22));
     assert!(allowed(&a, CLIENT, SERVER, TCP, 22));
+    // Not isolated, the allow of TCP 80 decides nothing: what passes is named after the
+    // open direction, not after an allow rule, and the allow costs no entry.
+    let (_, ingress) = connect(&a, ip(CLIENT), ip(SERVER), TCP, Some(80));
+    let Decision::Allowed(cookie) = ingress else { panic!("{ingress:?}") };
+    assert_eq!(a.rule(cookie).unwrap().policy, "built-in");
+    assert!(a.policy.iter().all(|(_, v)| a.rule(v.rule).unwrap().rule != "ingress[0]"));
     // Only deny rules: the db is isolated, so nothing is allowed.
     assert!(!allowed(&a, CLIENT, DB, TCP, 22));
     assert!(!allowed(&a, CLIENT, DB, TCP, 5432));

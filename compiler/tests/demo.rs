@@ -100,24 +100,101 @@ fn the_same_input_gives_the_same_bytes() {
     assert_eq!(by_file.encode(), by_dir.encode());
 }
 
+/// Three more shop pods beside the demo's cart: a second replica; a pod of another
+/// identity (`version` counts for identity) that the same policies select; and a canary
+/// whose container port `metrics` is another number, which the cart policy's ingress
+/// rule (`port: metrics`) resolves on the pod itself.
+const MORE_CARTS: &str = "
+apiVersion: v1
+kind: List
+items:
+  - apiVersion: v1
+    kind: Pod
+    metadata:
+      name: cart-5c8d7f9b4-klmno
+      namespace: shop
+      labels: {app: cart, tier: api, pod-template-hash: 5c8d7f9b4}
+    spec:
+      containers:
+        - name: cart
+          ports:
+            - {name: grpc, containerPort: 9090}
+            - {name: metrics, containerPort: 9100}
+    status: {podIP: 10.244.1.12}
+  - apiVersion: v1
+    kind: Pod
+    metadata:
+      name: cart-v2
+      namespace: shop
+      labels: {app: cart, tier: api, version: v2}
+    spec:
+      containers:
+        - name: cart
+          ports:
+            - {name: grpc, containerPort: 9090}
+            - {name: metrics, containerPort: 9100}
+    status: {podIP: 10.244.1.13}
+  - apiVersion: v1
+    kind: Pod
+    metadata:
+      name: cart-canary
+      namespace: shop
+      labels: {app: cart, tier: api}
+    spec:
+      containers:
+        - name: cart
+          ports:
+            - {name: grpc, containerPort: 9090}
+            - {name: metrics, containerPort: 9200}
+    status: {podIP: 10.244.1.14}
+";
+
 #[test]
-fn pods_with_identical_policy_share_one_table() {
-    let a = compile_dir(&[fixture("demo")]);
-    // Every shop pod is egress-isolated by default-deny and allowed DNS; postgres has
-    // nothing else, so its egress table holds only the DNS entries.
-    let postgres = a.endpoints.iter().find(|e| e.name == "shop/postgres-0").unwrap();
-    let entries = a.policy.iter().filter(|(k, _)| k.table == postgres.egress_table).count();
-    assert_eq!(entries, 2);
-    let tables: std::collections::BTreeSet<u32> = a
+fn pods_with_identical_policy_share_one_table_and_others_do_not() {
+    let dir = fixture("demo");
+    let (mut sources, _) = policy_lang::manifest::read_inputs(&[dir]).unwrap();
+    sources.add("more-carts.yaml", MORE_CARTS);
+    let bundle = policy_lang::load_sources(&sources);
+    assert!(!bundle.has_errors(), "{:?}", bundle.diagnostics);
+    let compilation = compiler::compile(&sources, &bundle);
+    assert!(compilation.diagnostics.is_empty(), "{:?}", compilation.diagnostics);
+    let a = &compilation.artifact;
+    let ep = |name: &str| a.endpoint(&format!("shop/{name}")).unwrap();
+    let cart = ep("cart-5c8d7f9b4-fghij");
+    assert_ne!((cart.ingress_table, cart.egress_table), (0, 0));
+
+    // The same selecting policies and the same container ports: the same tables, even
+    // across identities.
+    for name in ["cart-5c8d7f9b4-klmno", "cart-v2"] {
+        let other = ep(name);
+        assert_eq!(
+            (other.ingress_table, other.egress_table),
+            (cart.ingress_table, cart.egress_table),
+            "{name}"
+        );
+    }
+    assert_eq!(ep("cart-5c8d7f9b4-klmno").identity, cart.identity);
+    assert_ne!(ep("cart-v2").identity, cart.identity);
+
+    // The canary resolves `metrics` to 9200: its own ingress table, the shared egress one.
+    let canary = ep("cart-canary");
+    assert_eq!(canary.identity, cart.identity);
+    assert_eq!(canary.egress_table, cart.egress_table);
+    assert_ne!(canary.ingress_table, cart.ingress_table);
+    assert!(allowed(a, PROMETHEUS, "10.244.1.14", TCP, 9200));
+    assert!(!allowed(a, PROMETHEUS, "10.244.1.14", TCP, 9100));
+    assert!(allowed(a, PROMETHEUS, "10.244.1.12", TCP, 9100));
+
+    // Every table an endpoint uses holds entries, and no table is left unused.
+    let used: std::collections::BTreeSet<u32> = a
         .endpoints
         .iter()
         .flat_map(|e| [e.ingress_table, e.egress_table])
         .filter(|t| *t != 0)
         .collect();
-    assert_eq!(
-        tables.len(),
-        a.policy.iter().map(|(k, _)| k.table).collect::<std::collections::BTreeSet<_>>().len()
-    );
+    let stored: std::collections::BTreeSet<u32> = a.policy.iter().map(|(k, _)| k.table).collect();
+    assert_eq!(used, stored);
+    assert_eq!(compilation.stats.tables, used.len());
 }
 
 #[test]

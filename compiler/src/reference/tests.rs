@@ -332,3 +332,113 @@ fn selectors_match_endpoint_labels_with_every_operator() {
     assert!(!r.evaluate(&flow(DB, WEB, TCP, 1)).passes());
     assert!(!r.evaluate(&flow(OUTSIDE, WEB, TCP, 1)).passes(), "a non-pod never matches");
 }
+
+mod tiers;
+
+#[test]
+fn replies_pass_at_each_endpoint_that_let_the_connection_through() {
+    // web accepts client on TCP 80; client is isolated both ways and may only call web.
+    let policies = [
+        policy(
+            "web-in",
+            "web",
+            &[Direction::Ingress],
+            vec![rule(
+                Direction::Ingress,
+                Action::Allow,
+                Some(vec![Peer::Endpoints(select(&[("app", "client")]))]),
+                vec![port(Some(TCP), PortSpec::Range(80, 80))],
+            )],
+        ),
+        policy(
+            "client-out",
+            "client",
+            &[Direction::Ingress, Direction::Egress],
+            vec![rule(
+                Direction::Egress,
+                Action::Allow,
+                Some(vec![Peer::Endpoints(select(&[("app", "web")]))]),
+                vec![],
+            )],
+        ),
+    ];
+    let r = Reference::from_parts(&policies, endpoints());
+    let call = flow(CLIENT, WEB, TCP, 80);
+    assert!(r.evaluate(&call).passes());
+    // The replies go web -> client, a connection client's ingress would refuse as new
+    // (from web's port 80 to client's ephemeral port), and pass as replies at both ends,
+    // each naming the rule that allowed the original flow there.
+    assert!(!r.evaluate(&flow(WEB, CLIENT, TCP, 40000)).passes());
+    let reply = r.reply(&call);
+    assert_eq!(reply.egress, Some(allowed("web-in", "rule[0]")), "at web, where replies leave");
+    assert_eq!(reply.ingress, Some(allowed("client-out", "rule[0]")), "at client");
+    assert!(reply.passes());
+
+    // Where no policy isolates a direction, the forward packet passes unchecked, and its
+    // replies pass as well.
+    let reply = r.reply(&flow(WEB, DB, TCP, 5432));
+    assert_eq!(reply.ingress, Some(Verdict::NotIsolated));
+    assert_eq!(reply.egress, Some(Verdict::NotIsolated));
+
+    // Refused at web's ingress: web holds no entry, so nothing passes there as a reply,
+    // while client, whose egress let the packet out, holds one.
+    let refused = flow(CLIENT, WEB, TCP, 81);
+    let reply = r.reply(&refused);
+    assert_eq!(reply.egress, Some(Verdict::DefaultDeny { isolating: vec!["web-in".into()] }));
+    assert_eq!(reply.ingress, Some(allowed("client-out", "rule[0]")));
+    assert!(!reply.passes());
+
+    // An end that is no endpoint tracks nothing and enforces nothing.
+    let reply = r.reply(&flow(OUTSIDE, WEB, TCP, 80));
+    assert_eq!(reply.ingress, None);
+    assert_eq!(reply.egress, Some(Verdict::DefaultDeny { isolating: vec!["web-in".into()] }));
+}
+
+#[test]
+fn a_pod_without_an_address_is_judged_by_its_labels_and_matches_no_ipblock() {
+    let block = Peer::Cidr { cidr: cidr("0.0.0.0/0"), except: vec![] };
+    let policies = [policy(
+        "p",
+        "web",
+        &[Direction::Ingress, Direction::Egress],
+        vec![
+            rule(
+                Direction::Ingress,
+                Action::Allow,
+                Some(vec![Peer::Endpoints(select(&[("app", "client")]))]),
+                vec![],
+            ),
+            rule(Direction::Egress, Action::Allow, Some(vec![block]), vec![]),
+            rule(
+                Direction::Egress,
+                Action::Allow,
+                Some(vec![Peer::Entity(Entity::Cluster)]),
+                tcp_81(),
+            ),
+        ],
+    )];
+    for ipblock_matches_pods in [false, true] {
+        let mut r = Reference::from_parts(&policies, endpoints())
+            .with_options(Options { ipblock_matches_pods, ..Options::default() });
+        let mut client = endpoint("ns/client-2", "client", "10.9.9.9", &[]);
+        client.addresses.clear();
+        let client = r.add_unaddressed(client);
+        let new_web = r.add_unaddressed(Endpoint {
+            addresses: vec![],
+            ..endpoint("ns/web-2", "web", "10.9.9.8", &[])
+        });
+        let to = |src, dst, port| Flow { src, dst, proto: TCP, port: Some(port) };
+        let web = Address::Ip(ip(WEB));
+        assert_eq!(r.evaluate(&to(client, web, 80)).ingress, Some(allowed("p", "rule[0]")));
+        // As the subject: selected by its labels. 0.0.0.0/0 holds no pod without an
+        // address, in either ipBlock mode; the cluster entity does.
+        let v = r.evaluate(&to(new_web, client, 80));
+        assert!(matches!(v.egress, Some(Verdict::DefaultDeny { .. })), "{ipblock_matches_pods}");
+        assert_eq!(r.evaluate(&to(new_web, client, 81)).egress, Some(allowed("p", "rule[2]")));
+        assert_eq!(r.evaluate(&to(client, new_web, 80)).ingress, Some(allowed("p", "rule[0]")));
+    }
+}
+
+fn tcp_81() -> Vec<PortMatch> {
+    vec![port(Some(TCP), PortSpec::Range(81, 81))]
+}

@@ -1,9 +1,17 @@
 //! Shared by the tests that hold the compiled tables against the reference evaluator.
 
+#![allow(dead_code, reason = "each test file uses a different part of this module")]
+
+pub mod generate;
+
+use std::net::IpAddr;
+
 use compiler::Compilation;
 use compiler::artifact::Artifact;
-use compiler::ir::Action;
-use compiler::reference::{Address, BUILT_IN, Flow, HOST_RULE, Reference, Verdict};
+use compiler::ir::{Action, Enforcement};
+use compiler::reference::{
+    Address, BUILT_IN, Flow, HOST_RULE, Options as ReferenceOptions, Reference, Verdict,
+};
 use compiler::simulate::{self, Decision};
 use policy_lang::ast::Direction;
 use policy_lang::{Bundle, Severity, Sources};
@@ -101,4 +109,113 @@ pub fn same_decision(
         other => format!("{other:?}"),
     };
     Err(format!("{direction:?} at {}: reference {verdict:?}, tables {tables}", subject.name))
+}
+
+/// Every combination of the semantics switches that the compile and the reference
+/// share: enforcement mode, and whether ipBlocks match pod addresses.
+pub const MODES: [(Enforcement, bool); 6] = [
+    (Enforcement::Default, false),
+    (Enforcement::Default, true),
+    (Enforcement::Always, false),
+    (Enforcement::Always, true),
+    (Enforcement::Never, false),
+    (Enforcement::Never, true),
+];
+
+/// Every disagreement over `flows` between the tables (through the simulator) and the
+/// reference, in each of [`MODES`]: whether the flow passes and, per direction, the
+/// decision and the deciding rule. An input that does not compile is an `Err`.
+pub fn disagreements_in_every_mode(
+    sources: &Sources,
+    bundle: &Bundle,
+    flows: &[Flow],
+) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for (enforcement, ipblock_matches_pods) in MODES {
+        let options = compiler::Options { enforcement, ipblock_matches_pods, ..Default::default() };
+        let compilation = compiler::compile_with(sources, bundle, &options);
+        let errors: Vec<String> = compilation
+            .diagnostics
+            .iter()
+            .filter(|d| d.severity() == Severity::Error)
+            .map(|d| d.render(sources))
+            .collect();
+        if !errors.is_empty() {
+            return Err(errors.join("\n"));
+        }
+        let reference = Reference::new(bundle, &compilation.analysis)
+            .with_options(ReferenceOptions { enforcement, ipblock_matches_pods });
+        same_endpoints(&reference, &compilation)?;
+        let mode = format!("{enforcement:?}, ipblock_matches_pods {ipblock_matches_pods}");
+        for flow in flows {
+            let expected = reference.evaluate(flow).passes();
+            let (egress, ingress) = simulate(&compilation.artifact, flow);
+            let name = || {
+                format!(
+                    "[{mode}] {:?} -> {:?} proto {} port {:?}",
+                    flow.src, flow.dst, flow.proto, flow.port
+                )
+            };
+            if expected != (egress.passes() && ingress.passes()) {
+                out.push(format!("{}: pass/fail differs", name()));
+            }
+            for (direction, decision) in
+                [(Direction::Egress, egress), (Direction::Ingress, ingress)]
+            {
+                if let Err(e) =
+                    same_decision(&compilation.artifact, &reference, flow, direction, decision)
+                {
+                    out.push(format!("{}: {e}", name()));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The flows the agreement tests sample: every ordered pair of `pods`, and each pod
+/// with each of `external` both ways; TCP, UDP and SCTP on `ports`, and `icmp` types.
+pub fn sample_flows(
+    pods: &[IpAddr],
+    external: &[IpAddr],
+    ports: &[u16],
+    icmp: &[(u8, u16)],
+) -> Vec<Flow> {
+    let mut pairs = Vec::new();
+    for &src in pods {
+        pairs.extend(pods.iter().filter(|&&dst| dst != src).map(|&dst| (src, dst)));
+        pairs.extend(external.iter().flat_map(|&ext| [(src, ext), (ext, src)]));
+    }
+    let probes: Vec<(u8, u16)> = [6, 17, 132]
+        .into_iter()
+        .flat_map(|proto| ports.iter().map(move |&port| (proto, port)))
+        .chain(icmp.iter().copied())
+        .collect();
+    pairs
+        .into_iter()
+        .flat_map(|(src, dst)| {
+            probes.iter().map(move |&(proto, port)| Flow {
+                src: Address::Ip(src),
+                dst: Address::Ip(dst),
+                proto,
+                port: Some(port),
+            })
+        })
+        .collect()
+}
+
+/// Every disagreement, in every mode, on the flows the agreement tests sample from a
+/// generated cluster rendered as `yaml`: between its pods, and between its pods and the
+/// outside addresses, on the probed ports and ICMP types.
+pub fn generated_disagreements(
+    yaml: &str,
+    cluster: &generate::Cluster,
+) -> Result<Vec<String>, String> {
+    let mut sources = Sources::default();
+    sources.add("generated.yaml", yaml);
+    let (bundle, _) = compile(&sources)?;
+    let pods: Vec<IpAddr> = (0..cluster.pods.len()).map(|i| cluster.pod_address(i)).collect();
+    let external: Vec<IpAddr> = generate::EXTERNAL.iter().map(|a| a.parse().unwrap()).collect();
+    let flows = sample_flows(&pods, &external, &generate::PORTS, &generate::ICMP_TYPES);
+    disagreements_in_every_mode(&sources, &bundle, &flows)
 }
