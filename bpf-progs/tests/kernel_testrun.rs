@@ -15,7 +15,6 @@
 // The compiler's own comparison of a decision with the reference's, shared rather than
 // copied so that the kernel is held to exactly what the table simulator is held to.
 #[path = "../../compiler/tests/support/mod.rs"]
-#[expect(dead_code, reason = "the table simulator's entry point is called directly here")]
 mod support;
 mod testrun;
 

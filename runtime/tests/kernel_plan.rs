@@ -23,7 +23,6 @@
 // so that the kernel is held to what the table simulator is held to.
 mod stepwise;
 #[path = "../../compiler/tests/support/mod.rs"]
-#[expect(dead_code, reason = "the compile helper and the flow simulator are not used here")]
 mod support;
 
 use std::cell::RefCell;
