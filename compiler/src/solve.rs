@@ -326,7 +326,8 @@ pub fn compile_with(sources: &Sources, bundle: &Bundle, options: &Options) -> Co
     // ports get the same tables (selection is by identity, and only an ingress rule's
     // named port looks at the subject's own ports), so each such class is solved once.
     let tables_span = tracing::info_span!("tables").entered();
-    let mut tables: BTreeMap<tables::Table, u32> = BTreeMap::new();
+    // (origin, content) -> interned number; see `table_ids` for the origin.
+    let mut tables: BTreeMap<(u64, tables::Table), u32> = BTreeMap::new();
     let mut rule_flows: BTreeMap<u32, (BTreeSet<Pattern>, BTreeSet<usize>)> = BTreeMap::new();
     // (identity, container ports as (name, number, protocol)) -> (ingress, egress) tables
     type Class = (u32, Vec<(Option<String>, u16, u8)>);
@@ -406,8 +407,9 @@ pub fn compile_with(sources: &Sources, bundle: &Bundle, options: &Options) -> Co
                 });
             }
             let table = tables::fold(&entries);
+            let origin = table_origin(&policies, &selecting, direction, isolated, &class.1);
             let next = tables.len() as u32 + 1;
-            table_ids[slot] = *tables.entry(table).or_insert(next);
+            table_ids[slot] = *tables.entry((origin, table)).or_insert(next);
         }
         classes.insert(class, table_ids);
         push_endpoint(&mut artifact, ep, endpoint_ids[index], table_ids);
@@ -420,7 +422,7 @@ pub fn compile_with(sources: &Sources, bundle: &Bundle, options: &Options) -> Co
             }
         }
     }
-    for (table, interned) in &tables {
+    for ((_, table), interned) in &tables {
         for (pattern, value) in table {
             artifact.policy.push((pattern.key(table_ids[interned]), *value));
         }
@@ -574,39 +576,68 @@ impl CookieJar {
     }
 }
 
-/// Table numbers come from a hash of the table's content, not from the order tables are
-/// met in: a pod added or removed elsewhere then leaves every other table's number (and
-/// its entries) alone. A table whose content changes gets a new number, so an update
-/// writes the new table completely, then repoints its endpoints, then deletes the old
-/// one: each endpoint switches from the old table to the new one at once. Collisions
-/// move on to the next free number, in content order. Never 0 (0 means "not enforced").
-fn table_ids(tables: &BTreeMap<tables::Table, u32>) -> BTreeMap<u32, u32> {
+/// Table numbers come from where a table comes from, not from its content nor from the
+/// order tables are met in: a hash of the direction, whether it is isolated, the names of
+/// the policies that select its endpoints and, for ingress, the endpoints' container
+/// ports (the only thing besides policy its entries depend on). Endpoints under the same
+/// policies share one table. Editing a policy's rules keeps the number of every table it
+/// feeds, so an update writes only the entries that changed (the generation switch makes
+/// the whole change visible at once: a table need not be renumbered to change
+/// atomically), and a pod or policy added elsewhere leaves other tables alone. Two
+/// origins of equal content are not merged, since either could change alone. Collisions
+/// move on to the next free number, in origin then content order. Never 0 (0 means "not
+/// enforced").
+fn table_ids(tables: &BTreeMap<(u64, tables::Table), u32>) -> BTreeMap<u32, u32> {
     let mut used = BTreeSet::new();
     tables
         .iter()
-        .map(|(table, interned)| {
-            let mut hash = 0xcbf2_9ce4_8422_2325_u64;
-            for (pattern, value) in table {
-                let key = pattern.key(0);
-                let fields = [
-                    u64::from(key.identity),
-                    u64::from(key.proto),
-                    u64::from(key.port_bits),
-                    u64::from(key.port),
-                    u64::from(value.verdict),
-                    u64::from(value.rule),
-                ];
-                for field in fields {
-                    hash = (hash ^ field).wrapping_mul(0x0000_0100_0000_01b3);
-                }
-            }
-            let mut id = (hash ^ (hash >> 32)) as u32;
+        .map(|((origin, _), interned)| {
+            let mut id = (origin ^ (origin >> 32)) as u32;
             while id == 0 || !used.insert(id) {
                 id = id.wrapping_add(1);
             }
             (*interned, id)
         })
         .collect()
+}
+
+/// The origin hash of a table: see [`table_ids`]. FNV-1a over length-prefixed fields, so
+/// that no two field lists hash the same text.
+fn table_origin(
+    policies: &[Policy],
+    selecting: &[usize],
+    direction: Direction,
+    isolated: bool,
+    ports: &[(Option<String>, u16, u8)],
+) -> u64 {
+    let mut hash = 0xcbf2_9ce4_8422_2325_u64;
+    let mut feed = |bytes: &[u8]| {
+        for b in (bytes.len() as u64).to_le_bytes().iter().chain(bytes) {
+            hash = (hash ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    feed(&[u8::from(direction == Direction::Ingress), u8::from(isolated)]);
+    let mut names: Vec<&str> = selecting
+        .iter()
+        .map(|&i| &policies[i])
+        .filter(|p| {
+            p.isolates.contains(&direction) || p.rules.iter().any(|r| r.direction == direction)
+        })
+        .map(|p| p.name.as_str())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    for name in names {
+        feed(name.as_bytes());
+    }
+    if direction == Direction::Ingress {
+        for (name, port, proto) in ports {
+            feed(name.as_deref().unwrap_or("").as_bytes());
+            feed(&port.to_le_bytes());
+            feed(&[*proto]);
+        }
+    }
+    hash
 }
 
 /// Endpoint numbers scope conntrack entries in the datapath, so they must not change when

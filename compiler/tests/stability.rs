@@ -273,7 +273,9 @@ fn only_what_must_change(
     }
 
     // Tables: an endpoint's table changes only in entries keyed by a changed identity,
-    // unless the changed policy selects it; an unchanged table keeps its number.
+    // unless the changed policy selects it. Table numbers come from the policies that
+    // select the endpoints (and their ports), so a table the changed policy does not
+    // feed keeps its number even when some of its entries change.
     for ep in &old.endpoints {
         let Some(now) = new.endpoint(&ep.name) else { continue };
         let selected = match change {
@@ -285,16 +287,13 @@ fn only_what_must_change(
             ("egress", ep.egress_table, now.egress_table),
         ] {
             let (a, b) = (content(old, was), content(new, is));
-            if a == b {
-                if was != is {
-                    return Err(format!(
-                        "{} {direction}: same content, table {was} -> {is}",
-                        ep.name
-                    ));
-                }
+            if selected {
                 continue;
             }
-            if selected {
+            if was != is {
+                return Err(format!("{} {direction}: table renumbered {was} -> {is}", ep.name));
+            }
+            if a == b {
                 continue;
             }
             if a.0 != b.0 {
