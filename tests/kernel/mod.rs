@@ -5,6 +5,7 @@
 //! and [`Topology`] removes everything it made when dropped, also when a test panics.
 
 pub mod artifacts;
+mod privileges;
 pub mod stream;
 pub mod traffic;
 
@@ -19,62 +20,12 @@ use std::{
     process::{Command, Output},
 };
 
-/// `BPF_FS_MAGIC` from `<linux/magic.h>`.
-const BPF_FS_MAGIC: u64 = 0xcafe_4a11;
 const BPFFS: &str = "/sys/fs/bpf";
 
-/// Whether this machine can run the test. Without the privileges, a CI run (`CI=true`)
-/// fails, because a kernel test that silently skips in CI tests nothing; elsewhere the
-/// test is skipped with the reason.
+/// Whether this machine can run the test: root, bpffs, BPF, and the traffic tools (see
+/// `privileges`).
 pub fn available() -> bool {
-    match check_privileges() {
-        Ok(()) => true,
-        Err(reason) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("the kernel test cannot run in CI: {reason}")
-        }
-        Err(reason) => {
-            eprintln!("skipping kernel test: {reason}");
-            false
-        }
-    }
-}
-
-fn check_privileges() -> Result<(), String> {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        return Err("not running as root".into());
-    }
-    for tool in ["ip", "nsenter", "ping", "mount"] {
-        let found = Command::new(tool).arg("-V").output().is_ok();
-        if !found {
-            return Err(format!("`{tool}` is not installed"));
-        }
-    }
-    if filesystem_type(Path::new(BPFFS)) != Some(BPF_FS_MAGIC) {
-        let out = run(Command::new("mount").args(["-t", "bpf", "bpf", BPFFS]));
-        if filesystem_type(Path::new(BPFFS)) != Some(BPF_FS_MAGIC) {
-            return Err(format!("no bpffs at {BPFFS} and mounting one failed: {}", text(&out)));
-        }
-    }
-    trial_map_create()
-}
-
-fn filesystem_type(path: &Path) -> Option<u64> {
-    let c_path = CString::new(path.as_os_str().as_bytes()).ok()?;
-    let mut buf = std::mem::MaybeUninit::<libc::statfs>::zeroed();
-    // SAFETY: NUL-terminated path and a statfs-sized buffer, both alive during the call.
-    let rc = unsafe { libc::statfs(c_path.as_ptr(), buf.as_mut_ptr()) };
-    // SAFETY: statfs filled the buffer when it returned 0.
-    (rc == 0).then(|| unsafe { buf.assume_init() }.f_type as u64 & 0xffff_ffff)
-}
-
-/// Creates and closes a one-entry array map: the kernel refuses it without CAP_BPF (or
-/// with BPF disabled), which is what the test needs to know.
-fn trial_map_create() -> Result<(), String> {
-    const BPF_MAP_TYPE_ARRAY: u32 = 2;
-    create_map(BPF_MAP_TYPE_ARRAY, 4, 4, 1)
-        .map(drop)
-        .map_err(|e| format!("BPF_MAP_CREATE failed: {e}"))
+    privileges::available("kernel test", &["ip", "nsenter", "ping", "mount"])
 }
 
 /// `BPF_MAP_CREATE` of a map without name or BTF.
