@@ -170,12 +170,22 @@ struct {
 /* Extension headers followed before giving up with POLICYC_DROP_UNSUPPORTED_L3. */
 #define IPV6_MAX_EXT_HEADERS 8
 
-/* ICMPv6 messages of the link itself: multicast listener discovery (130-132, RFC 2710;
+/*
+ * ICMPv6 messages of the link itself: multicast listener discovery (130-132, RFC 2710;
  * 143, RFC 3810) and neighbour discovery (133-137, RFC 4861). Without them IPv6 cannot
- * resolve a neighbour at all. */
-#define ICMPV6_LINK_FIRST 130
-#define ICMPV6_LINK_LAST 137
+ * resolve a neighbour at all, so they pass whatever the policy, as ARP does, but only
+ * with the hop limit their RFCs require: 255 for neighbour discovery (RFC 4861, section
+ * 7.1.1) and 1 for MLD (RFC 2710, section 3; RFC 3810, section 5). A router decrements
+ * the hop limit, so such a packet cannot have come from, or go to, beyond the link; any
+ * other is an ordinary ICMPv6 packet for policy to judge, not a way around it.
+ */
+#define ICMPV6_MLD_FIRST 130
+#define ICMPV6_MLD_LAST 132
+#define ICMPV6_ND_FIRST 133
+#define ICMPV6_ND_LAST 137
 #define ICMPV6_MLD2_REPORT 143
+#define ICMPV6_ND_HOP_LIMIT 255
+#define ICMPV6_MLD_HOP_LIMIT 1
 
 #define TCP_FLAG_FIN 0x01
 #define TCP_FLAG_SYN 0x02
@@ -204,8 +214,10 @@ struct flow {
 	__u8 tcp_flags;    /* TCP: the flags byte */
 	__u8 frag;         /* FRAG_* */
 	__u8 inner_proto;  /* nonzero: an ICMP error quoting a packet of this protocol */
-	__u8 link_local;   /* 1: IPv6 neighbour discovery or MLD */
+	__u8 link_local;   /* 1: IPv6 neighbour discovery or MLD, with its hop limit */
 	__u8 frag_next;    /* IPv4 protocol or IPv6 fragment header's next: in every fragment */
+	__u8 hop_limit;    /* IPv6: the hop limit */
+	__u8 pad[3];
 };
 
 /*
@@ -388,10 +400,12 @@ static __always_inline int parse_l4(struct __sk_buff *skb, __u32 off, __u32 end,
 			flow->ct_sport = l4.icmp6.icmp6_dataun.u_echo.identifier;
 			flow->ct_dport = l4.icmp6.icmp6_dataun.u_echo.identifier;
 		}
-		if ((l4.icmp6.icmp6_type >= ICMPV6_LINK_FIRST &&
-		     l4.icmp6.icmp6_type <= ICMPV6_LINK_LAST) ||
-		    l4.icmp6.icmp6_type == ICMPV6_MLD2_REPORT)
-			flow->link_local = 1;
+		if (l4.icmp6.icmp6_type >= ICMPV6_ND_FIRST && l4.icmp6.icmp6_type <= ICMPV6_ND_LAST)
+			flow->link_local = flow->hop_limit == ICMPV6_ND_HOP_LIMIT;
+		else if ((l4.icmp6.icmp6_type >= ICMPV6_MLD_FIRST &&
+		          l4.icmp6.icmp6_type <= ICMPV6_MLD_LAST) ||
+		         l4.icmp6.icmp6_type == ICMPV6_MLD2_REPORT)
+			flow->link_local = flow->hop_limit == ICMPV6_MLD_HOP_LIMIT;
 		break;
 	}
 
@@ -491,6 +505,7 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct event *ev, s
 		return POLICYC_DROP_MALFORMED;
 
 	ev->family = POLICYC_FAMILY_IPV6;
+	flow->hop_limit = ip->hop_limit;
 	__builtin_memcpy(ev->saddr, &ip->saddr, 16);
 	__builtin_memcpy(ev->daddr, &ip->daddr, 16);
 	next = ip->nexthdr;

@@ -4,8 +4,8 @@
 //!
 //! What the datapath decides before its tables are consulted is not simulated here:
 //! replies, related ICMP errors and later fragments of tracked flows (conntrack state),
-//! and IPv6 neighbour discovery and MLD (ICMPv6 types 130-137 and 143), which pass
-//! whatever the policy, as ARP does for IPv4.
+//! and IPv6 neighbour discovery and MLD (ICMPv6 types 130-137 and 143, with the hop
+//! limit their RFCs require), which pass whatever the policy, as ARP does for IPv4.
 
 use std::net::IpAddr;
 

@@ -235,16 +235,26 @@ pub fn check_not_ip_and_unbound(kernel: &mut Kernel, tally: &mut Tally) {
     }
 
     // Neighbour discovery and MLD (ICMPv6 133-137, 130-132, 143), though the client's
-    // egress allows nothing but the server and its ingress nothing at all.
+    // egress allows nothing but the server and its ingress nothing at all: with the hop
+    // limit their RFCs require (255 for ND, 1 for MLD) they pass; with any other, which a
+    // routed packet would have, they are ordinary ICMPv6 and policy drops them.
     let all_nodes = ip("ff02::1");
     for kind in [130, 131, 132, 133, 134, 135, 136, 137, 143] {
+        let required: u8 = if (133..=137).contains(&kind) { 255 } else { 1 };
         let out = Packet { src: ip(CLIENT_V6), dst: all_nodes, l4: L4::Icmp { kind, id: 0 } };
         let into = Packet { src: ip("fe80::1"), dst: ip(CLIENT_V6), l4: L4::Icmp { kind, id: 0 } };
         for (hook, packet) in [(Hook::FromEndpoint, out), (Hook::ToEndpoint, into)] {
-            let outcome = kernel.run(hook, &packet.frame());
-            tally.count("not IP: icmpv6_link");
-            let place = format!("ICMPv6 link: {}", packet.describe());
-            expect(&outcome, Reason::PassIcmpv6Link, &place, tally);
+            for (hop_limit, expected) in
+                [(required, Reason::PassIcmpv6Link), (64, Reason::DropNoPolicy)]
+            {
+                let mut frame = packet.frame();
+                // The hop limit is byte 7 of the IPv6 header; no checksum covers it.
+                frame[packet::ETH_HLEN + 7] = hop_limit;
+                let outcome = kernel.run(hook, &frame);
+                tally.count(format!("ICMPv6 link, hop limit {hop_limit}: {}", expected.label()));
+                let place = format!("ICMPv6 link: {}, hop limit {hop_limit}", packet.describe());
+                expect(&outcome, expected, &place, tally);
+            }
         }
     }
 
