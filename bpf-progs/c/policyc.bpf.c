@@ -269,6 +269,17 @@ static __always_inline int is_icmp_error(__u8 proto, __u8 type)
 }
 
 /*
+ * The conntrack ports of an ICMP echo: (id, 0) for a request and (0, id) for a reply, so
+ * that the reversed tuple of a request is its reply's tuple, and a request from the peer
+ * with the same id is never taken for a reply of the endpoint's own echo.
+ */
+static __always_inline void echo_ports(int request, __be16 id, __be16 *sport, __be16 *dport)
+{
+	*sport = request ? id : 0;
+	*dport = request ? 0 : id;
+}
+
+/*
  * Reads the quoted packet of an ICMP error at off (its IP header) into flow's inner
  * fields, when it is one conntrack could have tracked: TCP, UDP or SCTP, or an ICMP echo.
  * A quote that is cut short or of any other kind leaves inner_proto 0, and the error is
@@ -278,6 +289,7 @@ static __always_inline void parse_quoted(struct __sk_buff *skb, __u32 off, __u32
                                          struct flow *flow)
 {
 	__u8 l4[8];
+	__be16 id;
 	__u8 proto;
 
 	if (family == POLICYC_FAMILY_IPV4) {
@@ -317,14 +329,15 @@ static __always_inline void parse_quoted(struct __sk_buff *skb, __u32 off, __u32
 	case IPPROTO_ICMP:
 		if (l4[0] != ICMP_ECHO && l4[0] != ICMP_ECHOREPLY)
 			return;
-		__builtin_memcpy(&flow->inner_sport, &l4[4], 2);
-		flow->inner_dport = flow->inner_sport;
+		__builtin_memcpy(&id, &l4[4], 2);
+		echo_ports(l4[0] == ICMP_ECHO, id, &flow->inner_sport, &flow->inner_dport);
 		break;
 	case IPPROTO_ICMPV6:
 		if (l4[0] != ICMPV6_ECHO_REQUEST && l4[0] != ICMPV6_ECHO_REPLY)
 			return;
-		__builtin_memcpy(&flow->inner_sport, &l4[4], 2);
-		flow->inner_dport = flow->inner_sport;
+		__builtin_memcpy(&id, &l4[4], 2);
+		echo_ports(l4[0] == ICMPV6_ECHO_REQUEST, id, &flow->inner_sport,
+		           &flow->inner_dport);
 		break;
 	default:
 		return;
@@ -336,10 +349,10 @@ static __always_inline void parse_quoted(struct __sk_buff *skb, __u32 off, __u32
  * Reads the upper-layer header at off, with end the end of the IP payload (so Ethernet
  * padding is never read as ports), into the packet record and flow.
  *
- * For conntrack, ICMP echo request and echo reply both put the echo id in both ports, so
- * that the reversed tuple of a reply is the tuple of its request; other ICMP messages have
- * no ports. For policy, an ICMP type takes the place of a port. Protocols other than these
- * five have neither.
+ * For conntrack, an ICMP echo request and its reply carry the echo id in opposite ports
+ * (echo_ports()), so that the reversed tuple of a request is the tuple of its reply;
+ * other ICMP messages have no ports. For policy, an ICMP type takes the place of a port. Protocols
+ * other than these five have neither.
  */
 static __always_inline int parse_l4(struct __sk_buff *skb, __u32 off, __u32 end, struct event *ev,
                                     struct flow *flow)
@@ -389,17 +402,16 @@ static __always_inline int parse_l4(struct __sk_buff *skb, __u32 off, __u32 end,
 		flow->has_port = 1;
 		return POLICYC_CONTINUE;
 	case IPPROTO_ICMP:
-		if (l4.icmp.type == ICMP_ECHO || l4.icmp.type == ICMP_ECHOREPLY) {
-			flow->ct_sport = l4.icmp.un.echo.id;
-			flow->ct_dport = l4.icmp.un.echo.id;
-		}
+		if (l4.icmp.type == ICMP_ECHO || l4.icmp.type == ICMP_ECHOREPLY)
+			echo_ports(l4.icmp.type == ICMP_ECHO, l4.icmp.un.echo.id, &flow->ct_sport,
+			           &flow->ct_dport);
 		break;
 	default: /* IPPROTO_ICMPV6 */
 		if (l4.icmp6.icmp6_type == ICMPV6_ECHO_REQUEST ||
-		    l4.icmp6.icmp6_type == ICMPV6_ECHO_REPLY) {
-			flow->ct_sport = l4.icmp6.icmp6_dataun.u_echo.identifier;
-			flow->ct_dport = l4.icmp6.icmp6_dataun.u_echo.identifier;
-		}
+		    l4.icmp6.icmp6_type == ICMPV6_ECHO_REPLY)
+			echo_ports(l4.icmp6.icmp6_type == ICMPV6_ECHO_REQUEST,
+			           l4.icmp6.icmp6_dataun.u_echo.identifier, &flow->ct_sport,
+			           &flow->ct_dport);
 		if (l4.icmp6.icmp6_type >= ICMPV6_ND_FIRST && l4.icmp6.icmp6_type <= ICMPV6_ND_LAST)
 			flow->link_local = flow->hop_limit == ICMPV6_ND_HOP_LIMIT;
 		else if ((l4.icmp6.icmp6_type >= ICMPV6_MLD_FIRST &&

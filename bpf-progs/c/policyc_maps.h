@@ -165,7 +165,8 @@ struct policy_value {
  * its forward tuple (kind FORWARD), which caches the verdict for the generation that
  * took it, and its reversed tuple (kind REPLY), which lets the replies through in the
  * other direction. A packet looks up its own tuple once and finds either. For ICMP echo
- * both ports hold the echo id, so the reply's tuple is the reversed request's.
+ * the id is the source port of a request and the destination port of a reply, so the
+ * reply's tuple is the reversed request's and a request is never taken for a reply.
  */
 struct ct_key {
 	__u32 endpoint_id; /* endpoint_policy.endpoint_id */

@@ -94,7 +94,8 @@ pub fn check(kernel: &mut Kernel, tally: &mut Tally) {
         let error = packet::icmp_error(ip(src), ip(elsewhere), &answer);
         step(kernel, client, Out, &error, DropNoPolicy, "the same error to another pod", tally);
 
-        // Pings: the echo id is the conntrack port of both request and reply.
+        // Pings: the echo id is the source port of a request, the destination port of a
+        // reply; a request from the peer with the same id is not a reply of the ping.
         let kind = if dns.src.is_ipv4() { ECHO_REQUEST } else { ECHO_REQUEST_V6 };
         let ping = Packet { l4: L4::Icmp { kind, id: 7 }, ..dns };
         step(kernel, client, Out, &ping.frame(), PassPolicy, "echo request", tally);
@@ -108,6 +109,16 @@ pub fn check(kernel: &mut Kernel, tally: &mut Tally) {
             &other_id.reply().frame(),
             DropNoPolicy,
             "echo reply of no ping",
+            tally,
+        );
+        let peer_request = Packet { src: ping.dst, dst: ping.src, ..ping };
+        step(
+            kernel,
+            client,
+            In,
+            &peer_request.frame(),
+            DropNoPolicy,
+            "the peer's echo request with the ping's id",
             tally,
         );
     }

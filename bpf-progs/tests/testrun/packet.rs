@@ -90,7 +90,7 @@ impl Packet {
     }
 
     /// The packet that answers this one: addresses and ports swapped, a SYN answered by a
-    /// SYN-ACK, an echo request by an echo reply.
+    /// SYN-ACK, an echo request by an echo reply (and the other way round).
     pub fn reply(&self) -> Packet {
         let l4 = match self.l4 {
             L4::Tcp { sport, dport, flags } => {
@@ -104,6 +104,13 @@ impl Packet {
             }
             L4::Icmp { kind: ECHO_REQUEST_V6, id } if self.is_echo() => {
                 L4::Icmp { kind: ECHO_REPLY_V6, id }
+            }
+            // An echo reply sent first is answered, as conntrack pairs them, by a request.
+            L4::Icmp { kind: ECHO_REPLY, id } if self.is_echo() => {
+                L4::Icmp { kind: ECHO_REQUEST, id }
+            }
+            L4::Icmp { kind: ECHO_REPLY_V6, id } if self.is_echo() => {
+                L4::Icmp { kind: ECHO_REQUEST_V6, id }
             }
             // Timestamp (RFC 792) and node information query (RFC 4620): their replies.
             L4::Icmp { kind: 13, id } if self.src.is_ipv4() => L4::Icmp { kind: 14, id },
@@ -125,14 +132,16 @@ impl Packet {
     }
 
     /// The conntrack key the datapath gives this packet at `endpoint_id`, or with
-    /// `reverse` the key of its reply: echo requests and replies carry the echo id as both
-    /// ports, other ICMP messages and protocols without ports carry none.
+    /// `reverse` the key of its reply: an echo request carries the echo id as its source
+    /// port and a reply as its destination port (so a request is never a reply's key),
+    /// other ICMP messages and protocols without ports carry none.
     pub fn ct_key(&self, endpoint_id: u32, reverse: bool) -> CtKey {
         let (sport, dport) = match self.l4 {
             L4::Tcp { sport, dport, .. } | L4::Udp { sport, dport } | L4::Sctp { sport, dport } => {
                 (sport, dport)
             }
-            L4::Icmp { id, .. } if self.is_echo() => (id, id),
+            L4::Icmp { kind: ECHO_REQUEST | ECHO_REQUEST_V6, id } if self.is_echo() => (id, 0),
+            L4::Icmp { id, .. } if self.is_echo() => (0, id),
             L4::Icmp { .. } | L4::Other(_) => (0, 0),
         };
         let (family, saddr) = address(self.src);
