@@ -150,7 +150,11 @@ fn updates_under_traffic_keep_every_flow_at_its_old_or_new_verdict() {
     assert!(neither.numbers.is_empty(), "a denied flow passed: {:?}", neither.runs());
 
     replaces_an_older_program_without_a_gap(&topology, current, &run_apply);
-    migrates_maps_of_another_layout_without_a_gap(&topology, current, &run_apply);
+    migrates_maps_of_another_layout_without_a_gap(&topology, current, current, &run_apply);
+    // A migration that also changes the artifact: first to the new maps with the live
+    // artifact, then one switch to the other.
+    let other = if current == &narrow { &wide } else { &narrow };
+    migrates_maps_of_another_layout_without_a_gap(&topology, current, other, &run_apply);
 
     let switching = port(WIDE_ONLY);
     let runs = switching.runs();
@@ -167,6 +171,7 @@ fn updates_under_traffic_keep_every_flow_at_its_old_or_new_verdict() {
 /// next apply must migrate to a fresh map set under streams that lose nothing.
 fn migrates_maps_of_another_layout_without_a_gap(
     topology: &Topology,
+    live: &Path,
     artifact: &Path,
     run_apply: &dyn Fn(&Path) -> (String, Duration),
 ) {
@@ -177,10 +182,10 @@ fn migrates_maps_of_another_layout_without_a_gap(
     kernel::pin_object(&older, &path).expect("pinning the map of another layout");
 
     let (client, web) = (topology.pod(CLIENT), topology.pod(WEB));
-    let streams = Streams::start(client, web, &[BOTH, NEITHER]);
+    let streams = Streams::start(client, web, &[BOTH, NEITHER, WIDE_ONLY]);
     std::thread::sleep(Duration::from_millis(200));
     let (summary, _) = run_apply(artifact);
-    eprintln!("migrating:\n{summary}");
+    eprintln!("migrating from {} to {}:\n{summary}", live.display(), artifact.display());
     std::thread::sleep(Duration::from_millis(200));
     let received = streams.finish();
 
@@ -190,6 +195,16 @@ fn migrates_maps_of_another_layout_without_a_gap(
     let both = &received[0];
     assert_eq!(both.runs(), [(0, both.sent - 1)], "packets lost in the migration");
     assert!(received[1].numbers.is_empty(), "a denied flow passed during the migration");
+    // The wide-only flow is in one state before and maybe another after: at most one
+    // switch, at one instant.
+    let runs = received[2].runs();
+    let switched = match (live.ends_with("wide.artifact"), artifact.ends_with("wide.artifact")) {
+        (true, true) => runs == [(0, received[2].sent - 1)],
+        (false, false) => runs.is_empty(),
+        (true, false) => runs.len() == 1 && runs[0].0 == 0,
+        (false, true) => runs.len() == 1 && runs[0].1 == received[2].sent - 1,
+    };
+    assert!(switched, "the wide-only flow must switch at most once: {runs:?}");
     assert!(!topology.pin_dir.join("staging").exists(), "the staging pins are gone");
 
     let (again, _) = run_apply(artifact);

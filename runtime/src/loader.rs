@@ -37,6 +37,7 @@ use crate::{
     spec::ObjectSpec,
     state::{LiveMaps, MapState},
     store::{ArtifactStore, NodeBindings},
+    sync::ConfigMapping,
 };
 
 /// The maps the object pins by name, hence the map pins `uninstall` removes.
@@ -337,13 +338,72 @@ pub fn apply(
     options: &ApplyOptions,
 ) -> Result<ApplyReport> {
     let _span = tracing::info_span!("apply", pin_dir = %pin_dir.display()).entered();
-    let bound = {
+    let resolve = |artifact, bindings| {
         let _span = tracing::info_span!("resolve").entered();
-        bindings::resolve(artifact, bindings, bindings::ifindex_in_current_netns)?
+        bindings::resolve(artifact, bindings, bindings::ifindex_in_current_netns)
     };
-    let desired = MapState::desired(artifact, &bound)?;
+    let bound = resolve(artifact, bindings)?;
+    let node = Node::prepare(pin_dir)?;
+    if !node.report.migrated.is_empty()
+        && let Some((old, old_bindings)) = enforced_now(&node, &checksum_of(artifact), options)
+        && let Ok(old_bound) = resolve(&old, &old_bindings)
+    {
+        // Links move to the new maps one at a time. Moving them with what the node
+        // enforces now, then switching the whole node to the new artifact at once, keeps
+        // a flow between two of its pods from meeting the old rules at one end and the
+        // new ones at the other meanwhile.
+        tracing::info!("migrating with the live artifact first");
+        let first = apply_on(node, &old, &old_bound, &old_bindings, options)?;
+        let mut report = apply_on(Node::prepare(pin_dir)?, artifact, &bound, bindings, options)?;
+        report.install.migrated = first.install.migrated;
+        report.replaced.extend(first.replaced);
+        report.attached.extend(first.attached);
+        return Ok(report);
+    }
+    apply_on(node, artifact, &bound, bindings, options)
+}
 
-    let mut node = Node::prepare(pin_dir)?;
+/// The artifact and bindings the node enforces now, when the pinned config map is
+/// readable, names another artifact than `target` and the store has it.
+fn enforced_now(
+    node: &Node,
+    target: &[u8; 32],
+    options: &ApplyOptions,
+) -> Option<(Artifact, Vec<Binding>)> {
+    let path = node.pins.map(map_names::CONFIG);
+    let config =
+        ConfigMapping::new(open_checked(&path, map_names::CONFIG, &node.spec).ok()?, &path)
+            .ok()?
+            .read();
+    if config.artifact_checksum == *target || config.artifact_checksum == [0; 32] {
+        return None;
+    }
+    let old = ArtifactStore::new(&options.state_dir).load(&config.artifact_checksum).ok()??;
+    let bindings = NodeBindings::new(&options.state_dir).load().ok()??;
+    Some((old, bindings))
+}
+
+/// The checksum an artifact's encoding ends with.
+fn checksum_of(artifact: &Artifact) -> [u8; 32] {
+    checksum(&artifact.encode())
+}
+
+/// The checksum at the end of an artifact's encoding.
+fn checksum(bytes: &[u8]) -> [u8; 32] {
+    let mut checksum = [0u8; 32];
+    checksum.copy_from_slice(&bytes[bytes.len().saturating_sub(32)..]);
+    checksum
+}
+
+/// `apply` on a prepared node, with the bindings resolved.
+fn apply_on(
+    mut node: Node,
+    artifact: &Artifact,
+    bound: &[BoundInterface],
+    bindings: &[Binding],
+    options: &ApplyOptions,
+) -> Result<ApplyReport> {
+    let desired = MapState::desired(artifact, bound)?;
     let mut maps = KernelMaps::open(&node.maps, &node.spec)?;
     let migrating = !node.report.migrated.is_empty();
     if migrating {
@@ -356,8 +416,7 @@ pub fn apply(
         Plan::new(&LiveMaps::read(&maps)?, &desired)?
     };
     let bytes = artifact.encode();
-    let mut checksum = [0u8; 32];
-    checksum.copy_from_slice(&bytes[bytes.len().saturating_sub(32)..]);
+    let checksum = checksum(&bytes);
     let config = Config {
         generation: plan.next_generation(),
         flags: if options.events_allowed { datapath::CONFIG_EVENTS_ALLOWED } else { 0 },
@@ -384,7 +443,7 @@ pub fn apply(
         // No flip (the maps already said this), but new settings or a new digest.
         maps.set_config(&config)?;
     }
-    node.sync_links(&bound, &mut report)?;
+    node.sync_links(bound, &mut report)?;
     plan.settle(&mut maps)?;
     if migrating {
         // Every link now runs a program over the new maps: pin them in the old ones' place.
