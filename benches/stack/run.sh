@@ -118,7 +118,9 @@ if ! mountpoint -q /sys/fs/bpf; then
 fi
 
 rid="pcb7-$$"
-work=$(mktemp -d "/tmp/$rid.XXXXXX")
+# The pid makes the name unique; mkdir refuses one that exists, so nothing is reused.
+work="${TMPDIR:-/tmp}/$rid.work"
+mkdir -m 700 "$work"
 driver_pid=""
 cleanup() {
 	local status=$?
