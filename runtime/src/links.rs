@@ -16,6 +16,7 @@ use crate::{
     bindings::ifindex_in_current_netns,
     error::{Result, RuntimeError},
     pins::{Hook, PinDir},
+    store::ProgramIdentity,
 };
 
 /// What a link pin says about an interface and hook.
@@ -61,13 +62,10 @@ pub(crate) fn link_state(pins: &PinDir, interface: &str, hook: Hook) -> Result<L
     Ok(if live { LinkState::Live { program_id } } else { LinkState::Stale })
 }
 
-/// What identifies a loaded program's behaviour: its tag (the kernel's hash of its
-/// instructions, equal for two loads of the same code, map references aside) and the ids
-/// of the maps it uses, sorted. Two programs with the same code but other maps (after a
-/// migration to new maps) differ here.
-pub(crate) type ProgramIdentity = (u64, Vec<u32>);
-
 /// The identity of loaded program `id`, or `None` if it is gone.
+/// That is its tag (the kernel's hash of its instructions, equal for two loads of the same
+/// code, map references aside) and the ids of the maps it uses, sorted: two programs with
+/// the same code but other maps (after a migration to new maps) differ.
 pub(crate) fn program_identity(id: u32) -> Result<Option<ProgramIdentity>> {
     let query_err = |source| RuntimeError::QueryProgram { id, source: Box::new(source) };
     for info in loaded_programs() {

@@ -22,7 +22,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use aya::{Ebpf, EbpfLoader, programs::SchedClassifier};
+use aya::{Ebpf, EbpfLoader, maps::MapData, programs::SchedClassifier};
 use compiler::artifact::Artifact;
 use datapath::{Config, EndpointPolicy, MetricsValue, Reason, map_names, slot_of};
 
@@ -36,7 +36,7 @@ use crate::{
     plan::{MapChanges, Plan},
     spec::ObjectSpec,
     state::{LiveMaps, MapState},
-    store::{ArtifactStore, NodeBindings},
+    store::{ArtifactStore, NodeBindings, ProgramCache, ProgramIdentity},
     sync::ConfigMapping,
 };
 
@@ -261,25 +261,56 @@ impl Node {
         })
     }
 
+    /// The tag and map ids of this build's program at `hook`, loaded over the pinned maps
+    /// (through the verifier), remembered in `cache` for the next apply.
+    fn loaded_identity(&mut self, hook: Hook, cache: &ProgramCache) -> Result<ProgramIdentity> {
+        self.load_programs()?;
+        let info_err =
+            |source| RuntimeError::ProgramInfo { name: hook.program(), source: Box::new(source) };
+        let ours = self.program(hook)?.info().map_err(info_err)?;
+        let mut maps = ours.map_ids().map_err(info_err)?.unwrap_or_default();
+        maps.sort_unstable();
+        let identity = (ours.tag(), maps);
+        cache.put(hook.program(), &identity);
+        Ok(identity)
+    }
+
+    /// The ids of the maps pinned where this run's object put its maps.
+    fn pinned_map_ids(&self) -> BTreeSet<u32> {
+        PINNED_MAPS
+            .iter()
+            .filter_map(|name| MapData::from_pin(self.maps.map(name)).ok()?.info().ok())
+            .map(|info| info.id())
+            .collect()
+    }
+
     /// Attaches missing links of the bound interfaces, replaces stale ones, and removes
     /// the links of interfaces that are not bound.
-    fn sync_links(&mut self, bound: &[BoundInterface], report: &mut ApplyReport) -> Result<()> {
+    fn sync_links(
+        &mut self,
+        bound: &[BoundInterface],
+        cache: &ProgramCache,
+        report: &mut ApplyReport,
+    ) -> Result<()> {
         let _span = tracing::info_span!("links").entered();
+        let pinned = self.pinned_map_ids();
         for interface in bound {
             for hook in Hook::BOTH {
                 let name = interface.interface.as_str();
                 match links::link_state(&self.pins, name, hook)? {
                     LinkState::Live { program_id } => {
-                        self.load_programs()?;
-                        let info_err = |source| RuntimeError::ProgramInfo {
-                            name: hook.program(),
-                            source: Box::new(source),
+                        // Kept only if it is this build's code over the pinned maps: as
+                        // remembered from an earlier apply (its maps all still pinned),
+                        // or else as loading this build's program shows.
+                        let attached = links::program_identity(program_id)?;
+                        let remembered = cache
+                            .get(hook.program())
+                            .filter(|(_, maps)| maps.iter().all(|id| pinned.contains(id)));
+                        let ours = match remembered {
+                            Some(known) if attached.as_ref() == Some(&known) => known,
+                            _ => self.loaded_identity(hook, cache)?,
                         };
-                        let ours = self.program(hook)?.info().map_err(info_err)?;
-                        let mut maps = ours.map_ids().map_err(info_err)?.unwrap_or_default();
-                        maps.sort_unstable();
-                        // Kept only if it is this build's code over the pinned maps.
-                        if links::program_identity(program_id)? == Some((ours.tag(), maps)) {
+                        if attached == Some(ours) {
                             report.kept.push((name.to_owned(), hook));
                         } else {
                             let pins = self.pins.clone();
@@ -443,7 +474,7 @@ fn apply_on(
         // No flip (the maps already said this), but new settings or a new digest.
         maps.set_config(&config)?;
     }
-    node.sync_links(bound, &mut report)?;
+    node.sync_links(bound, &ProgramCache::new(&options.state_dir), &mut report)?;
     plan.settle(&mut maps)?;
     if migrating {
         // Every link now runs a program over the new maps: pin them in the old ones' place.

@@ -117,8 +117,8 @@ impl ArtifactStore {
         Ok(files)
     }
 
-    /// Removes every stored artifact and the bindings file, then the folder and the
-    /// state directory if they are left empty. Returns the files removed.
+    /// Removes every stored artifact, the bindings file and the program cache, then the
+    /// folder and the state directory if they are left empty. Returns the files removed.
     pub fn clear(&self) -> Result<Vec<PathBuf>> {
         let mut files = self.files()?;
         for path in &files {
@@ -126,11 +126,12 @@ impl ArtifactStore {
                 .map_err(|source| RuntimeError::Store { path: path.clone(), source })?;
         }
         if let Some(state_dir) = self.dir.parent() {
-            let bindings = NodeBindings::new(state_dir).path;
-            if bindings.exists() {
-                fs::remove_file(&bindings)
-                    .map_err(|source| RuntimeError::Store { path: bindings.clone(), source })?;
-                files.push(bindings);
+            for path in [NodeBindings::new(state_dir).path, ProgramCache::new(state_dir).path] {
+                if path.exists() {
+                    fs::remove_file(&path)
+                        .map_err(|source| RuntimeError::Store { path: path.clone(), source })?;
+                    files.push(path);
+                }
             }
         }
         // Leftovers of an interrupted save are ours too.
@@ -239,6 +240,64 @@ fn binding_of(value: &Value) -> Option<Binding> {
     })
 }
 
+/// What this build's programs look like once loaded, remembered from an earlier apply so
+/// that an apply whose links already carry them need not load them (through the
+/// verifier) only to compare: per program, its tag and the ids of the maps it uses.
+/// Keyed by a hash of the embedded object; any other content is ignored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProgramCache {
+    path: PathBuf,
+}
+
+/// A program's tag and the sorted ids of its maps.
+pub type ProgramIdentity = (u64, Vec<u32>);
+
+impl ProgramCache {
+    pub fn new(state_dir: &Path) -> Self {
+        ProgramCache { path: state_dir.join("programs.json") }
+    }
+
+    /// The identity remembered for program `name` of this build's object, if any.
+    pub fn get(&self, name: &str) -> Option<ProgramIdentity> {
+        let value: Value = serde_json::from_str(&fs::read_to_string(&self.path).ok()?).ok()?;
+        if value["object"].as_str()? != object_hash() {
+            return None;
+        }
+        let program = &value["programs"][name];
+        let maps = program["maps"].as_array()?.iter().map(|m| m.as_u64().map(|m| m as u32));
+        Some((program["tag"].as_u64()?, maps.collect::<Option<_>>()?))
+    }
+
+    /// Remembers `identity` for program `name`. A cache is only ever a shortcut: failing
+    /// to write one is logged, not an error.
+    pub fn put(&self, name: &str, identity: &ProgramIdentity) {
+        let mut value: Value = fs::read_to_string(&self.path)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .filter(|v: &Value| v["object"].as_str() == Some(object_hash().as_str()))
+            .unwrap_or_else(|| json!({ "object": object_hash(), "programs": {} }));
+        value["programs"][name] = json!({ "tag": identity.0, "maps": identity.1 });
+        let partial = self.path.with_extension("json.partial");
+        let written = self
+            .path
+            .parent()
+            .map_or(Ok(()), fs::create_dir_all)
+            .and_then(|()| fs::write(&partial, value.to_string()))
+            .and_then(|()| fs::rename(&partial, &self.path));
+        if let Err(error) = written {
+            tracing::debug!(path = %self.path.display(), %error, "program cache not written");
+        }
+    }
+}
+
+/// A 64-bit FNV-1a hash of the embedded datapath object, in hexadecimal.
+fn object_hash() -> String {
+    let hash = datapath::OBJECT
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3));
+    format!("{hash:016x}")
+}
+
 /// Lowercase hexadecimal.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -305,6 +364,26 @@ mod tests {
         let _ = fs::remove_dir_all(&state);
         assert_eq!(loaded, Some(bindings));
         assert!(broken.unwrap_err().to_string().contains("bindings.json"));
+    }
+
+    #[test]
+    fn the_program_cache_answers_only_for_this_build() {
+        let state = temp("programs");
+        let cache = ProgramCache::new(&state);
+        assert_eq!(cache.get("policyc_to_ep"), None);
+        cache.put("policyc_to_ep", &(0xfeed, vec![3, 7]));
+        cache.put("policyc_from_ep", &(0xbeef, vec![3]));
+        let found = (cache.get("policyc_to_ep"), cache.get("policyc_from_ep"));
+        // Another object's cache says nothing about this one.
+        fs::write(
+            &cache.path,
+            r#"{"object":"0000","programs":{"policyc_to_ep":{"tag":1,"maps":[]}}}"#,
+        )
+        .unwrap();
+        let other = cache.get("policyc_to_ep");
+        let _ = fs::remove_dir_all(&state);
+        assert_eq!(found, (Some((0xfeed, vec![3, 7])), Some((0xbeef, vec![3]))));
+        assert_eq!(other, None);
     }
 
     #[test]
