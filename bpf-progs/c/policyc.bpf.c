@@ -151,6 +151,18 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } policyc_events_state SEC(".maps");
 
+/*
+ * The clock of conntrack and fragment lifetimes, the event limiter and event timestamps:
+ * CLOCK_MONOTONIC_COARSE, one tick (at most a few milliseconds) behind the precise clock.
+ * Lifetimes are seconds to hours, so a tick does not matter, while the precise clock
+ * costs about 20 ns a read on virtual machines, a quarter of an established packet's
+ * cost (BENCHMARKS.md, "Datapath per packet").
+ */
+static __always_inline __u64 now_ns(void)
+{
+	return bpf_ktime_get_coarse_ns();
+}
+
 /* What a step returns when it has not decided. No reason is zero. */
 #define POLICYC_CONTINUE 0
 
@@ -636,7 +648,7 @@ static __always_inline void ct_open(__u32 endpoint_id, const struct event *ev,
 	struct ct_value value;
 
 	__builtin_memset(&value, 0, sizeof(value));
-	value.last_seen_ns = bpf_ktime_get_ns();
+	value.last_seen_ns = now_ns();
 	value.rule = rule;
 	value.generation = gen;
 
@@ -679,7 +691,7 @@ static __always_inline int ct_check(const struct endpoint_policy *eps, struct ev
 	ct_key_of(&key, eps->endpoint_id, ev, flow, 0);
 	ct = bpf_map_lookup_elem(&policyc_ct, &key);
 	if (ct && ct->direction == dir) {
-		now = bpf_ktime_get_ns();
+		now = now_ns();
 		if (ct_alive(ct, ev->proto, now)) {
 			if (ct->kind == POLICYC_CT_REPLY) {
 				ct_touch(ct, eps->endpoint_id, ev, flow, now);
@@ -713,7 +725,7 @@ static __always_inline int ct_check(const struct endpoint_policy *eps, struct ev
 	key.sport = flow->inner_dport;
 	key.dport = flow->inner_sport;
 	ct = bpf_map_lookup_elem(&policyc_ct, &key);
-	if (!ct || ct->direction != dir || !ct_alive(ct, flow->inner_proto, bpf_ktime_get_ns()))
+	if (!ct || ct->direction != dir || !ct_alive(ct, flow->inner_proto, now_ns()))
 		return POLICYC_CONTINUE;
 	ev->rule = ct->rule;
 	return POLICYC_PASS_RELATED;
@@ -863,7 +875,7 @@ static __always_inline int frag_follow(__u32 endpoint_id, struct event *ev, cons
 
 	frag_key_of(&key, endpoint_id, ev, flow);
 	first = bpf_map_lookup_elem(&policyc_frags, &key);
-	if (!first || bpf_ktime_get_ns() - first->first_seen_ns > POLICYC_FRAG_NS)
+	if (!first || now_ns() - first->first_seen_ns > POLICYC_FRAG_NS)
 		return POLICYC_DROP_FRAGMENT;
 	ev->rule = first->rule;
 	return POLICYC_PASS_FRAGMENT;
@@ -877,7 +889,7 @@ static __always_inline void frag_record(__u32 endpoint_id, const struct event *e
 	struct frag_value value;
 
 	frag_key_of(&key, endpoint_id, ev, flow);
-	value.first_seen_ns = bpf_ktime_get_ns();
+	value.first_seen_ns = now_ns();
 	value.rule = ev->rule;
 	value.reason = reason;
 	bpf_map_update_elem(&policyc_frags, &key, &value, BPF_ANY);
@@ -1029,7 +1041,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 
 	if (rate && (reason < 0 ||
 	             (reason == POLICYC_PASS_POLICY && flags & POLICYC_CONFIG_EVENTS_ALLOWED))) {
-		ev.timestamp_ns = bpf_ktime_get_ns();
+		ev.timestamp_ns = now_ns();
 		ev.ifindex = ifindex;
 		ev.reason = reason;
 		ev.generation = gen;

@@ -180,7 +180,8 @@ struct ct_key {
 };
 
 struct ct_value {
-	__u64 last_seen_ns; /* bpf_ktime_get_ns() of a recent packet (refreshed every second) */
+	__u64 last_seen_ns; /* bpf_ktime_get_coarse_ns() of a recent packet (refreshed every second)
+	                     */
 	__u32 rule;         /* rule cookie that allowed the flow */
 	__u32 generation;   /* config.generation when policy allowed the flow */
 	__u8 direction;     /* POLICYC_DIR_* in which packets of this tuple travel */
@@ -221,7 +222,7 @@ struct frag_key {
 };
 
 struct frag_value {
-	__u64 first_seen_ns; /* bpf_ktime_get_ns() of the first fragment */
+	__u64 first_seen_ns; /* bpf_ktime_get_coarse_ns() of the first fragment */
 	__u32 rule;          /* rule cookie that allowed the first fragment, or 0 */
 	__s32 reason;        /* the pass reason of the first fragment */
 };
@@ -260,7 +261,7 @@ struct metrics_value {
  * POLICYC_CONFIG_EVENTS_ALLOWED, at most config.event_rate a second per CPU.
  */
 struct event {
-	__u64 timestamp_ns;      /* bpf_ktime_get_ns() */
+	__u64 timestamp_ns;      /* bpf_ktime_get_coarse_ns() */
 	__u32 ifindex;           /* host-side interface */
 	__u32 endpoint_id;       /* 0 when the interface is not bound */
 	__u32 identity;          /* the endpoint's security identity */

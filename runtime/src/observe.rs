@@ -218,7 +218,7 @@ pub struct Observer {
     /// The checksum the explainer's artifact has, to reload it after an apply.
     checksum: Option<[u8; 32]>,
     explainer: Explainer,
-    /// Events judged before this time (`CLOCK_MONOTONIC`, as `bpf_ktime_get_ns()`) are
+    /// Events judged before this time (`CLOCK_MONOTONIC_COARSE`, the datapath's clock) are
     /// skipped: the ring buffer keeps what nobody read, possibly from long ago.
     since_ns: u64,
 }
@@ -303,11 +303,12 @@ impl Observer {
     }
 }
 
-/// `CLOCK_MONOTONIC` in nanoseconds, the clock of `bpf_ktime_get_ns()`.
+/// `CLOCK_MONOTONIC_COARSE` in nanoseconds, the clock of `bpf_ktime_get_coarse_ns()` with
+/// which the datapath stamps events.
 fn monotonic_ns() -> u64 {
     let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `now` is a valid timespec the call fills; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    // SAFETY: `now` is a valid timespec the call fills; the clock exists since Linux 2.6.32.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut now) };
     now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }
 
