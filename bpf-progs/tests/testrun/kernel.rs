@@ -7,8 +7,8 @@
 //! key [`LOOPBACK`] of the endpoints map and rebound before each packet that needs another.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
 
+use super::pins::PinDir;
 use aya::maps::lpm_trie::Key;
 use aya::maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf};
 use aya::programs::{ProgramError, SchedClassifier, TestRun, TestRunOptions};
@@ -27,7 +27,6 @@ pub const ROW: u32 = 1;
 /// tc's verdicts (`<linux/pkt_cls.h>`).
 pub const TC_ACT_OK: u32 = 0;
 pub const TC_ACT_SHOT: u32 = 2;
-const BPFFS: &str = "/sys/fs/bpf";
 
 /// A map key or value as aya wants it. The layout mirrors cannot implement `aya::Pod`
 /// here: that impl lives behind the crate's `aya` feature, which a dev-dependency cannot
@@ -118,38 +117,6 @@ impl Outcome {
     }
 }
 
-/// The pin directory of one loaded object. Dropping it removes every pin and the
-/// directory, also when a test panics, so no run leaves maps behind in bpffs.
-#[derive(Debug)]
-struct PinDir(PathBuf);
-
-impl PinDir {
-    fn create(tag: &str) -> PinDir {
-        let path = Path::new(BPFFS).join(format!("policyc-testrun-{}-{tag}", std::process::id()));
-        let dir = PinDir(path);
-        // A directory of a previous process with this id would hold maps of another
-        // layout; aya would reuse them.
-        dir.remove();
-        std::fs::create_dir(&dir.0).unwrap_or_else(|e| panic!("creating {}: {e}", dir.0.display()));
-        dir
-    }
-
-    fn remove(&self) {
-        if let Ok(entries) = std::fs::read_dir(&self.0) {
-            for entry in entries.flatten() {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
-
-impl Drop for PinDir {
-    fn drop(&mut self) {
-        self.remove();
-    }
-}
-
 /// The loaded datapath and the state the harness keeps about it.
 pub struct Kernel {
     ebpf: Ebpf,
@@ -181,7 +148,7 @@ impl Kernel {
     /// Loads the object with its maps pinned under a directory named by the process id and
     /// `tag` (one per test, as tests run in parallel), and loads both programs.
     pub fn load(tag: &str) -> Kernel {
-        let pins = PinDir::create(tag);
+        let pins = PinDir::create("policyc-testrun", tag);
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&pins.0)
             .load(datapath::OBJECT)

@@ -14,6 +14,7 @@ pub mod judge;
 pub mod kernel;
 pub mod malformed;
 pub mod packet;
+pub mod pins;
 
 #[path = "../../../tests/kernel/privileges.rs"]
 mod privileges;

@@ -7,7 +7,6 @@
 //! device, so the endpoint under test is the one the states bind at [`LOOPBACK`].
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 use aya::maps::{MapData, RingBuf};
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
@@ -80,39 +79,6 @@ impl Verdict {
     }
 }
 
-/// The pin directory of one loaded object. Dropping it removes every pin and the
-/// directory, also when a test panics, so no run leaves maps behind in bpffs.
-#[derive(Debug)]
-struct PinGuard(PathBuf);
-
-impl PinGuard {
-    fn create(tag: &str) -> PinGuard {
-        let name = format!("policyc-kernel-plan-{}-{tag}", std::process::id());
-        let guard = PinGuard(Path::new("/sys/fs/bpf").join(name));
-        // A directory left by an earlier process with this id would hold maps of another
-        // layout, which aya would reuse.
-        guard.remove();
-        std::fs::create_dir(&guard.0)
-            .unwrap_or_else(|e| panic!("creating {}: {e}", guard.0.display()));
-        guard
-    }
-
-    fn remove(&self) {
-        if let Ok(entries) = std::fs::read_dir(&self.0) {
-            for entry in entries.flatten() {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
-
-impl Drop for PinGuard {
-    fn drop(&mut self) {
-        self.remove();
-    }
-}
-
 /// The loaded datapath and what the test keeps about it.
 pub struct Harness {
     ebpf: Ebpf,
@@ -127,7 +93,7 @@ pub struct Harness {
     /// Test runs made.
     pub runs: usize,
     // Last: the maps are closed before their pins go (either order works).
-    _pins: PinGuard,
+    _pins: super::pins::PinDir,
 }
 
 impl std::fmt::Debug for Harness {
@@ -141,7 +107,7 @@ impl Harness {
     /// and `tag` (one per test: tests run in parallel), loads both programs, and opens
     /// the pinned maps with the runtime's layout checks.
     pub fn load(tag: &str) -> Harness {
-        let pins = PinGuard::create(tag);
+        let pins = super::pins::PinDir::create("policyc-kernel-plan", tag);
         let mut ebpf = EbpfLoader::default()
             .default_map_pin_directory(&pins.0)
             .load(datapath::OBJECT)

@@ -18,6 +18,8 @@ pub mod generate;
 #[expect(dead_code, reason = "the builders of malformed frames are not needed here")]
 pub mod packet;
 
+#[path = "../../../bpf-progs/tests/testrun/pins.rs"]
+pub mod pins;
 #[path = "../../../tests/kernel/privileges.rs"]
 mod privileges;
 
