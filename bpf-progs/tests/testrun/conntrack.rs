@@ -6,32 +6,11 @@
 use datapath::{CT_F_CLOSING, Reason};
 
 use super::fixture::{CLIENT, CLIENT_V6, Fixture, OTHER, OTHER_V6, SERVER, SERVER_V6, WORKER, ip};
-use super::judge::{Tally, expect};
+use super::judge::{Tally, step};
 use super::kernel::{Hook, Kernel};
 use super::packet::{self, ACK, ECHO_REQUEST, ECHO_REQUEST_V6, FIN, L4, Packet, SYN};
 
 const CILIUM_CLIENT: &str = "CiliumNetworkPolicy x/client";
-
-/// Runs `packet` at `pod`'s `hook` and records a mismatch unless it gets `expected`.
-fn step(
-    kernel: &mut Kernel,
-    pod: &str,
-    hook: Hook,
-    frame: &[u8],
-    expected: Reason,
-    what: &str,
-    tally: &mut Tally,
-) {
-    kernel.bind(Some(pod));
-    let outcome = kernel.run(hook, frame);
-    tally.count(format!("conntrack: {}", expected.label()));
-    expect(
-        &outcome,
-        expected,
-        &format!("conntrack: {what} at {pod} (generation {})", kernel.generation()),
-        tally,
-    );
-}
 
 fn tcp(src: &str, dst: &str, sport: u16, dport: u16, flags: u8) -> Packet {
     Packet { src: ip(src), dst: ip(dst), l4: L4::Tcp { sport, dport, flags } }
@@ -51,16 +30,34 @@ pub fn check(kernel: &mut Kernel, tally: &mut Tally) {
     // A connection the client's egress policy allows, answered through its ingress, which
     // is isolated with nothing allowed: only conntrack lets the answer in.
     let syn = tcp(CLIENT, SERVER, 40001, 80, SYN);
-    step(kernel, client, Out, &syn.frame(), PassPolicy, "SYN", tally);
-    step(kernel, client, In, &syn.reply().frame(), PassReply, "SYN-ACK", tally);
+    step(kernel, "conntrack", client, Out, &syn.frame(), PassPolicy, "SYN", tally);
+    step(kernel, "conntrack", client, In, &syn.reply().frame(), PassReply, "SYN-ACK", tally);
     // Entries are scoped by direction: the answer's tuple leaving the client (its source
     // forged as the server's) is no answer, and its egress policy refuses it.
     let forged = syn.reply().frame();
-    step(kernel, client, Out, &forged, DropNoPolicy, "SYN-ACK leaving the client", tally);
+    step(
+        kernel,
+        "conntrack",
+        client,
+        Out,
+        &forged,
+        DropNoPolicy,
+        "SYN-ACK leaving the client",
+        tally,
+    );
     let stranger = tcp(CLIENT, SERVER, 40002, 80, SYN).reply();
-    step(kernel, client, In, &stranger.frame(), DropNoPolicy, "SYN-ACK of no flow", tally);
-    step(kernel, client, Out, &syn.next().frame(), PassEstablished, "ACK", tally);
-    step(kernel, client, Out, &syn.frame(), PassPolicy, "SYN again", tally);
+    step(
+        kernel,
+        "conntrack",
+        client,
+        In,
+        &stranger.frame(),
+        DropNoPolicy,
+        "SYN-ACK of no flow",
+        tally,
+    );
+    step(kernel, "conntrack", client, Out, &syn.next().frame(), PassEstablished, "ACK", tally);
+    step(kernel, "conntrack", client, Out, &syn.frame(), PassPolicy, "SYN again", tally);
     let id = endpoint_id(kernel, client);
     let entry = kernel.ct_entry(&syn.ct_key(id, false));
     let expected_rule = before.cookie(CILIUM_CLIENT, "egress[0]");
@@ -70,40 +67,86 @@ pub fn check(kernel: &mut Kernel, tally: &mut Tally) {
 
     // The same connection at the server: allowed in by its ingress policy, answered
     // through its egress, which allows nothing.
-    step(kernel, server, In, &syn.frame(), PassPolicy, "SYN", tally);
-    step(kernel, server, Out, &syn.reply().frame(), PassReply, "SYN-ACK", tally);
+    step(kernel, "conntrack", server, In, &syn.frame(), PassPolicy, "SYN", tally);
+    step(kernel, "conntrack", server, Out, &syn.reply().frame(), PassReply, "SYN-ACK", tally);
 
     // UDP, and ICMP errors about it: related when they quote a tracked flow, judged by
     // the (refusing) ingress policy when they do not.
     for (src, dst) in [(CLIENT, SERVER), (CLIENT_V6, SERVER_V6)] {
         let dns = Packet { src: ip(src), dst: ip(dst), l4: L4::Udp { sport: 40003, dport: 53 } };
-        step(kernel, client, Out, &dns.frame(), PassPolicy, "DNS query", tally);
-        step(kernel, client, In, &dns.reply().frame(), PassReply, "DNS answer", tally);
+        step(kernel, "conntrack", client, Out, &dns.frame(), PassPolicy, "DNS query", tally);
+        step(kernel, "conntrack", client, In, &dns.reply().frame(), PassReply, "DNS answer", tally);
         let error = packet::icmp_error(ip(dst), ip(src), &dns);
-        step(kernel, client, In, &error, PassRelated, "port unreachable", tally);
+        step(kernel, "conntrack", client, In, &error, PassRelated, "port unreachable", tally);
         let untracked = Packet { l4: L4::Udp { sport: 40004, dport: 53 }, ..dns };
         let error = packet::icmp_error(ip(dst), ip(src), &untracked);
-        step(kernel, client, In, &error, DropNoPolicy, "unreachable of no flow", tally);
+        step(
+            kernel,
+            "conntrack",
+            client,
+            In,
+            &error,
+            DropNoPolicy,
+            "unreachable of no flow",
+            tally,
+        );
         // An error goes to the source of the packet it quotes, as Linux's conntrack
         // requires: the client may tell the server that an answer was unwanted, but an
         // error about that answer sent anywhere else is judged by the client's egress.
         let answer = dns.reply();
         let error = packet::icmp_error(ip(src), ip(dst), &answer);
-        step(kernel, client, Out, &error, PassRelated, "unreachable to the server", tally);
+        step(
+            kernel,
+            "conntrack",
+            client,
+            Out,
+            &error,
+            PassRelated,
+            "unreachable to the server",
+            tally,
+        );
         let elsewhere = if dns.src.is_ipv4() { OTHER } else { OTHER_V6 };
         let error = packet::icmp_error(ip(src), ip(elsewhere), &answer);
-        step(kernel, client, Out, &error, DropNoPolicy, "the same error to another pod", tally);
+        step(
+            kernel,
+            "conntrack",
+            client,
+            Out,
+            &error,
+            DropNoPolicy,
+            "the same error to another pod",
+            tally,
+        );
 
         // Pings: the echo id is the source port of a request, the destination port of a
         // reply; a request from the peer with the same id is not a reply of the ping.
         let kind = if dns.src.is_ipv4() { ECHO_REQUEST } else { ECHO_REQUEST_V6 };
         let ping = Packet { l4: L4::Icmp { kind, id: 7 }, ..dns };
-        step(kernel, client, Out, &ping.frame(), PassPolicy, "echo request", tally);
-        step(kernel, client, In, &ping.reply().frame(), PassReply, "echo reply", tally);
-        step(kernel, client, Out, &ping.frame(), PassEstablished, "echo request again", tally);
+        step(kernel, "conntrack", client, Out, &ping.frame(), PassPolicy, "echo request", tally);
+        step(
+            kernel,
+            "conntrack",
+            client,
+            In,
+            &ping.reply().frame(),
+            PassReply,
+            "echo reply",
+            tally,
+        );
+        step(
+            kernel,
+            "conntrack",
+            client,
+            Out,
+            &ping.frame(),
+            PassEstablished,
+            "echo request again",
+            tally,
+        );
         let other_id = Packet { l4: L4::Icmp { kind, id: 8 }, ..ping };
         step(
             kernel,
+            "conntrack",
             client,
             In,
             &other_id.reply().frame(),
@@ -114,6 +157,7 @@ pub fn check(kernel: &mut Kernel, tally: &mut Tally) {
         let peer_request = Packet { src: ping.dst, dst: ping.src, ..ping };
         step(
             kernel,
+            "conntrack",
             client,
             In,
             &peer_request.frame(),
@@ -125,7 +169,7 @@ pub fn check(kernel: &mut Kernel, tally: &mut Tally) {
 
     // The first FIN marks both entries of its connection closing.
     let fin = tcp(CLIENT, SERVER, 40001, 80, FIN | ACK);
-    step(kernel, client, Out, &fin.frame(), PassEstablished, "FIN", tally);
+    step(kernel, "conntrack", client, Out, &fin.frame(), PassEstablished, "FIN", tally);
     let id = endpoint_id(kernel, client);
     for reverse in [false, true] {
         let entry = kernel.ct_entry(&fin.ct_key(id, reverse));
@@ -137,12 +181,12 @@ pub fn check(kernel: &mut Kernel, tally: &mut Tally) {
     // A direction that is not isolated tracks its flows when the other one is, so that
     // the isolated direction lets the replies in; with neither isolated nothing is tracked.
     let open = tcp(WORKER, OTHER, 40005, 8080, SYN);
-    step(kernel, worker, Out, &open.frame(), PassNotEnforced, "SYN", tally);
-    step(kernel, worker, In, &open.reply().frame(), PassReply, "SYN-ACK", tally);
-    step(kernel, worker, Out, &open.next().frame(), PassEstablished, "ACK", tally);
+    step(kernel, "conntrack", worker, Out, &open.frame(), PassNotEnforced, "SYN", tally);
+    step(kernel, "conntrack", worker, In, &open.reply().frame(), PassReply, "SYN-ACK", tally);
+    step(kernel, "conntrack", worker, Out, &open.next().frame(), PassEstablished, "ACK", tally);
     let free = tcp(OTHER, WORKER, 40006, 8080, SYN);
-    step(kernel, other, Out, &free.frame(), PassNotEnforced, "SYN", tally);
-    step(kernel, other, In, &free.reply().frame(), PassNotEnforced, "SYN-ACK", tally);
+    step(kernel, "conntrack", other, Out, &free.frame(), PassNotEnforced, "SYN", tally);
+    step(kernel, "conntrack", other, In, &free.reply().frame(), PassNotEnforced, "SYN-ACK", tally);
     let id = endpoint_id(kernel, other);
     if kernel.ct_entry(&free.ct_key(id, false)).is_some() {
         tally.fail("conntrack: a flow with neither direction isolated was tracked".into());
@@ -152,14 +196,23 @@ pub fn check(kernel: &mut Kernel, tally: &mut Tally) {
     // slot; replies still pass.
     let ack = syn.next();
     kernel.set_generation(2);
-    step(kernel, client, Out, &ack.frame(), PassPolicy, "ACK", tally);
-    step(kernel, client, Out, &ack.frame(), PassEstablished, "ACK again", tally);
-    step(kernel, client, In, &syn.reply().frame(), PassReply, "SYN-ACK", tally);
+    step(kernel, "conntrack", client, Out, &ack.frame(), PassPolicy, "ACK", tally);
+    step(kernel, "conntrack", client, Out, &ack.frame(), PassEstablished, "ACK again", tally);
+    step(kernel, "conntrack", client, In, &syn.reply().frame(), PassReply, "SYN-ACK", tally);
     // The update that removes the allow stops the forward traffic at once; the replies of
     // the connection it had allowed still pass (ARCHITECTURE.md, "Connection tracking").
     kernel.set_generation(3);
-    step(kernel, client, Out, &ack.frame(), DropNoPolicy, "ACK after the allow is gone", tally);
-    step(kernel, client, In, &syn.reply().frame(), PassReply, "SYN-ACK", tally);
+    step(
+        kernel,
+        "conntrack",
+        client,
+        Out,
+        &ack.frame(),
+        DropNoPolicy,
+        "ACK after the allow is gone",
+        tally,
+    );
+    step(kernel, "conntrack", client, In, &syn.reply().frame(), PassReply, "SYN-ACK", tally);
 }
 
 /// The live endpoint id of `pod`, binding it.

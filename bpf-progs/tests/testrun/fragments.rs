@@ -5,7 +5,7 @@
 use datapath::{DIR_EGRESS, FAMILY_IPV4, FAMILY_IPV6, Reason};
 
 use super::fixture::{CLIENT, CLIENT_V6, Fixture, OTHER, SERVER, SERVER_V6, ip};
-use super::judge::{Tally, expect};
+use super::judge::{Tally, step};
 use super::kernel::{Hook, Kernel};
 use super::packet::{self, L4, Packet, UDP};
 
@@ -14,21 +14,6 @@ const MF: u16 = 0x2000;
 /// IPv6 destination options header.
 const DEST_OPTIONS: u8 = 60;
 const FRAGMENT: u8 = 44;
-
-fn step(
-    kernel: &mut Kernel,
-    pod: &str,
-    hook: Hook,
-    frame: &[u8],
-    expected: Reason,
-    what: &str,
-    tally: &mut Tally,
-) {
-    kernel.bind(Some(pod));
-    let outcome = kernel.run(hook, frame);
-    tally.count(format!("fragments: {}", expected.label()));
-    expect(&outcome, expected, &format!("fragments: {what} at {pod}"), tally);
-}
 
 pub fn check(kernel: &mut Kernel, tally: &mut Tally) {
     let fixture = Fixture::before();
@@ -44,8 +29,8 @@ pub fn check(kernel: &mut Kernel, tally: &mut Tally) {
     let dns = Packet { src: ip(CLIENT), dst: ip(SERVER), l4: L4::Udp { sport: 40010, dport: 53 } };
     let first = packet::ipv4_frame(&dns, 0x1234, MF, &dns.l4_bytes());
     let later = packet::ipv4_frame(&dns, 0x1234, 2, &rest);
-    step(kernel, client, Out, &first, PassPolicy, "IPv4 first fragment", tally);
-    step(kernel, client, Out, &later, PassFragment, "IPv4 later fragment", tally);
+    step(kernel, "fragments", client, Out, &first, PassPolicy, "IPv4 first fragment", tally);
+    step(kernel, "fragments", client, Out, &later, PassFragment, "IPv4 later fragment", tally);
     let recorded: Vec<_> = kernel.frag_entries();
     let ok = matches!(recorded.as_slice(), [(key, value)]
         if (key.family, key.proto, key.direction, key.id) == (FAMILY_IPV4, UDP, DIR_EGRESS, 0x1234)
@@ -54,21 +39,39 @@ pub fn check(kernel: &mut Kernel, tally: &mut Tally) {
         tally.fail(format!("fragments: the first fragment left {recorded:?}, not rule {rule}"));
     }
     let unknown = packet::ipv4_frame(&dns, 0x1235, 2, &rest);
-    step(kernel, client, Out, &unknown, DropFragment, "IPv4 later fragment of no first", tally);
+    step(
+        kernel,
+        "fragments",
+        client,
+        Out,
+        &unknown,
+        DropFragment,
+        "IPv4 later fragment of no first",
+        tally,
+    );
     // The server never saw the first fragment: the verdict is the client's alone.
-    step(kernel, server, In, &later, DropFragment, "IPv4 later fragment", tally);
+    step(kernel, "fragments", server, In, &later, DropFragment, "IPv4 later fragment", tally);
 
     // A first fragment policy drops takes its later fragments with it.
     let refused = Packet { dst: ip(OTHER), ..dns };
     let first = packet::ipv4_frame(&refused, 0x2000, MF, &refused.l4_bytes());
-    step(kernel, client, Out, &first, DropNoPolicy, "IPv4 first fragment to other", tally);
+    step(
+        kernel,
+        "fragments",
+        client,
+        Out,
+        &first,
+        DropNoPolicy,
+        "IPv4 first fragment to other",
+        tally,
+    );
     let later = packet::ipv4_frame(&refused, 0x2000, 2, &rest);
-    step(kernel, client, Out, &later, DropFragment, "its later fragment", tally);
+    step(kernel, "fragments", client, Out, &later, DropFragment, "its later fragment", tally);
 
     // RFC 1858: a first fragment too short to hold the TCP header is malformed.
     let syn = Packet { l4: L4::Tcp { sport: 40011, dport: 80, flags: packet::SYN }, ..dns };
     let tiny = packet::ipv4_frame(&syn, 0x3000, MF, &syn.l4_bytes()[..8]);
-    step(kernel, client, Out, &tiny, DropMalformed, "tiny first fragment", tally);
+    step(kernel, "fragments", client, Out, &tiny, DropMalformed, "tiny first fragment", tally);
 
     // IPv6: the fragment header comes first, then (in the first fragment only) the rest of
     // the header chain and the upper layer.
@@ -82,11 +85,20 @@ pub fn check(kernel: &mut Kernel, tally: &mut Tally) {
         packet::ipv6_frame(&dns6, FRAGMENT, &packet::fragment_header(UDP, 0, true, 0x11), &l4);
     let later =
         packet::ipv6_frame(&dns6, FRAGMENT, &packet::fragment_header(UDP, 2, false, 0x11), &rest);
-    step(kernel, client, Out, &first, PassPolicy, "IPv6 first fragment", tally);
-    step(kernel, client, Out, &later, PassFragment, "IPv6 later fragment", tally);
+    step(kernel, "fragments", client, Out, &first, PassPolicy, "IPv6 first fragment", tally);
+    step(kernel, "fragments", client, Out, &later, PassFragment, "IPv6 later fragment", tally);
     let unknown =
         packet::ipv6_frame(&dns6, FRAGMENT, &packet::fragment_header(UDP, 2, false, 0x12), &rest);
-    step(kernel, client, Out, &unknown, DropFragment, "IPv6 later fragment of no first", tally);
+    step(
+        kernel,
+        "fragments",
+        client,
+        Out,
+        &unknown,
+        DropFragment,
+        "IPv6 later fragment of no first",
+        tally,
+    );
     let entry = kernel.frag_entries().into_iter().find(|(k, _)| k.family == FAMILY_IPV6);
     if entry.is_none_or(|(k, v)| (k.id, v.rule) != (0x11, rule)) {
         tally.fail(format!("fragments: the IPv6 first fragment left {entry:?}"));
@@ -112,6 +124,7 @@ pub fn check(kernel: &mut Kernel, tally: &mut Tally) {
     );
     step(
         kernel,
+        "fragments",
         client,
         Out,
         &first,
@@ -119,7 +132,7 @@ pub fn check(kernel: &mut Kernel, tally: &mut Tally) {
         "IPv6 first fragment with destination options",
         tally,
     );
-    step(kernel, client, Out, &later, PassFragment, "its later fragment", tally);
+    step(kernel, "fragments", client, Out, &later, PassFragment, "its later fragment", tally);
 
     // An atomic fragment (offset 0, no more fragments: RFC 6946) is a whole packet: judged
     // by policy and remembered for no later fragment.
@@ -127,8 +140,17 @@ pub fn check(kernel: &mut Kernel, tally: &mut Tally) {
     let l4 = dns6.l4_bytes();
     let atomic =
         packet::ipv6_frame(&dns6, FRAGMENT, &packet::fragment_header(UDP, 0, false, 0x14), &l4);
-    step(kernel, client, Out, &atomic, PassPolicy, "IPv6 atomic fragment", tally);
+    step(kernel, "fragments", client, Out, &atomic, PassPolicy, "IPv6 atomic fragment", tally);
     let later =
         packet::ipv6_frame(&dns6, FRAGMENT, &packet::fragment_header(UDP, 2, false, 0x14), &rest);
-    step(kernel, client, Out, &later, DropFragment, "later fragment of an atomic one", tally);
+    step(
+        kernel,
+        "fragments",
+        client,
+        Out,
+        &later,
+        DropFragment,
+        "later fragment of an atomic one",
+        tally,
+    );
 }

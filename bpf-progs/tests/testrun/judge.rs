@@ -288,6 +288,26 @@ pub fn decision_of(outcome: &Outcome) -> Result<Decision, String> {
 }
 
 /// Records a mismatch unless `outcome` has the reason `expected`.
+/// Binds `pod` at the test interface, runs `frame` at its `hook` and records a mismatch
+/// unless it gets `expected`; counts and reports it under `area`.
+#[expect(clippy::too_many_arguments, reason = "one call per checked packet reads best flat")]
+pub fn step(
+    kernel: &mut Kernel,
+    area: &str,
+    pod: &str,
+    hook: Hook,
+    frame: &[u8],
+    expected: Reason,
+    what: &str,
+    tally: &mut Tally,
+) {
+    kernel.bind(Some(pod));
+    let outcome = kernel.run(hook, frame);
+    tally.count(format!("{area}: {}", expected.label()));
+    let place = format!("{area}: {what} at {pod} (generation {})", kernel.generation());
+    expect(&outcome, expected, &place, tally);
+}
+
 pub fn expect(outcome: &Outcome, expected: Reason, place: &str, tally: &mut Tally) {
     match outcome.checked_reason() {
         Ok(reason) if reason == expected => {}
