@@ -15,7 +15,7 @@ use std::{
 
 use aya::maps::{Map, MapData, RingBuf};
 use compiler::artifact::{Artifact, RuleRecord};
-use datapath::{Config, Event, FAMILY_IPV4, FAMILY_IPV6, Reason, map_names};
+use datapath::{Event, FAMILY_IPV4, FAMILY_IPV6, Reason, map_names};
 
 use crate::{
     error::{Result, RuntimeError},
@@ -257,11 +257,6 @@ impl Observer {
         };
         observer.refresh()?;
         Ok(observer)
-    }
-
-    /// The live config, as the datapath reads it.
-    pub fn config(&self) -> Config {
-        self.config.read()
     }
 
     /// Whether the live artifact was found in the store (else events show numbers).

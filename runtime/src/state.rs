@@ -66,16 +66,6 @@ impl MapState {
         Ok(state)
     }
 
-    /// Number of entries of `map` (0 for the maps the datapath owns).
-    pub fn len(&self, map: MapName) -> usize {
-        match map {
-            MapName::Endpoints => self.endpoints.len(),
-            MapName::Hosts => self.hosts.len(),
-            MapName::Ipcache => self.ipcache.len(),
-            MapName::Policy => self.policy.len(),
-            MapName::Conntrack | MapName::Frags => 0,
-        }
-    }
 
     /// The identity the datapath gives `addr` (16 bytes, IPv4 in the first 4) in this
     /// generation: its host entry, else its longest prefix, else the world.
