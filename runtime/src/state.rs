@@ -66,7 +66,6 @@ impl MapState {
         Ok(state)
     }
 
-
     /// The identity the datapath gives `addr` (16 bytes, IPv4 in the first 4) in this
     /// generation: its host entry, else its longest prefix, else the world.
     pub fn identity_of(&self, family: u8, addr: [u8; 16]) -> u32 {
