@@ -26,7 +26,7 @@
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /* Filled by the benchmark with as many entries as it keeps in policyc_ct, key 0 among
- * them (struct ct_key with every field zero but endpoint_id 1). */
+ * them (struct ct_key with every field zero but ifindex 1). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, struct ct_key);
@@ -58,7 +58,7 @@ int bench_empty(struct __sk_buff *skb __attribute__((unused)))
 static __always_inline void bench_key(struct ct_key *key)
 {
 	__builtin_memset(key, 0, sizeof(*key));
-	key->endpoint_id = 1;
+	key->ifindex = 1;
 }
 
 SEC("classifier")

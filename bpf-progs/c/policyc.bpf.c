@@ -163,6 +163,39 @@ static __always_inline __u64 now_ns(void)
 	return bpf_ktime_get_coarse_ns();
 }
 
+/*
+ * Map keys are written in whole 32-bit words. A hash map hashes its key a word at a time
+ * right after the program wrote it, and a load the CPU cannot serve from a single earlier
+ * store (a word written as two bytes and a half, or bytes over a zeroed word) waits until
+ * those stores reach the cache: about 7 ns for each lookup of an established packet's 62
+ * (BENCHMARKS.md, "Datapath per packet"). So a word that packs several fields is composed
+ * in a register and stored once, and keys are not zeroed first. The unions keep the
+ * fields' byte order whatever the target's.
+ */
+static __always_inline __u32 word_of(__u8 a, __u8 b, __u16 c)
+{
+	union {
+		struct {
+			__u8 a;
+			__u8 b;
+			__u16 c;
+		} fields;
+		__u32 word;
+	} u = { .fields = { a, b, c } };
+
+	return u.word;
+}
+
+static __always_inline __u32 word_of_halves(__u16 a, __u16 b)
+{
+	union {
+		__u16 halves[2];
+		__u32 word;
+	} u = { .halves = { a, b } };
+
+	return u.word;
+}
+
 /* What a step returns when it has not decided. No reason is zero. */
 #define POLICYC_CONTINUE 0
 
@@ -377,6 +410,7 @@ static __always_inline int parse_l4(struct __sk_buff *skb, __u32 off, __u32 end,
 		struct icmphdr icmp;
 		struct icmp6hdr icmp6;
 		__u8 bytes[20];
+		__u32 words[5];
 	} l4;
 
 	if (len == 0)
@@ -394,9 +428,15 @@ static __always_inline int parse_l4(struct __sk_buff *skb, __u32 off, __u32 end,
 	 */
 	data = (void *)(long)*(volatile __u32 *)&skb->data;
 	data_end = (void *)(long)*(volatile __u32 *)&skb->data_end;
-	if (data + off + sizeof(l4) <= data_end)
-		__builtin_memcpy(&l4, data + off, sizeof(l4));
-	else if (bpf_skb_load_bytes(skb, off, &l4, len))
+	if (data + off + sizeof(l4) <= data_end) {
+		const __u32 *words = data + off;
+
+		/* In words: clang copies from a void pointer byte by byte, and the port loads
+		 * below would then stall on the byte stores (see word_of()). */
+#pragma unroll
+		for (int i = 0; i < 5; i++)
+			l4.words[i] = words[i];
+	} else if (bpf_skb_load_bytes(skb, off, &l4, len))
 		return POLICYC_DROP_MALFORMED;
 
 	switch (ev->proto) {
@@ -578,89 +618,88 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct event *ev, s
 }
 
 /*
- * The conntrack key of the packet as seen by endpoint_id. With reverse set, addresses and
- * ports are swapped: the key a reply would carry.
+ * The conntrack key of a packet from saddr:sport to daddr:dport travelling in dir on
+ * interface ifindex: the endpoint's side first, which is the destination of what it
+ * receives (ingress) and the source of what it sends (egress). A packet and its reply
+ * therefore have the same key. Every byte is written, padding included, since a hash
+ * lookup compares them all; IPv4 addresses arrive already zero beyond their 4 bytes.
  */
-static __always_inline void ct_key_of(struct ct_key *key, __u32 endpoint_id, const struct event *ev,
-                                      const struct flow *flow, int reverse)
+static __always_inline void ct_key_of(struct ct_key *key, __u32 ifindex, __u8 family, __u8 proto,
+                                      const __u8 *saddr, const __u8 *daddr, __be16 sport,
+                                      __be16 dport, __u8 dir)
 {
-	/* Padding and the unused 12 bytes of each IPv4 address must be zero, or the hash
-	 * lookup would miss entries the runtime wrote. */
-	__builtin_memset(key, 0, sizeof(*key));
-	key->endpoint_id = endpoint_id;
-	key->family = ev->family;
-	key->proto = ev->proto;
-	if (reverse) {
-		__builtin_memcpy(key->saddr, ev->daddr, 16);
-		__builtin_memcpy(key->daddr, ev->saddr, 16);
-		key->sport = flow->ct_dport;
-		key->dport = flow->ct_sport;
+	key->ifindex = ifindex;
+	/* family, proto and pad, then ep_port and peer_port: one word each (word_of()). */
+	*(__u32 *)&key->family = word_of(family, proto, 0);
+	if (dir == POLICYC_DIR_INGRESS) {
+		__builtin_memcpy(key->ep_addr, daddr, 16);
+		__builtin_memcpy(key->peer_addr, saddr, 16);
+		*(__u32 *)&key->ep_port = word_of_halves(dport, sport);
 	} else {
-		__builtin_memcpy(key->saddr, ev->saddr, 16);
-		__builtin_memcpy(key->daddr, ev->daddr, 16);
-		key->sport = flow->ct_sport;
-		key->dport = flow->ct_dport;
+		__builtin_memcpy(key->ep_addr, saddr, 16);
+		__builtin_memcpy(key->peer_addr, daddr, 16);
+		*(__u32 *)&key->ep_port = word_of_halves(sport, dport);
 	}
 }
 
-/* Whether a conntrack entry still stands at now. */
-static __always_inline int ct_alive(const struct ct_value *ct, __u8 proto, __u64 now)
+/* The conntrack clock: the coarse clock in ticks (policyc_maps.h). */
+static __always_inline __u32 ct_now(void)
 {
-	__u64 lifetime = POLICYC_CT_OTHER_NS;
-
-	if (ct->flags & POLICYC_CT_F_CLOSING)
-		lifetime = POLICYC_CT_CLOSING_NS;
-	else if (proto == IPPROTO_TCP)
-		lifetime = POLICYC_CT_TCP_NS;
-	return now - ct->last_seen_ns < lifetime;
+	return (__u32)(now_ns() >> POLICYC_CT_TICK_SHIFT);
 }
 
-/* Keeps a live entry alive, and marks both entries of a TCP flow closing at its first
- * FIN or RST, so that they go soon after the connection does. */
-static __always_inline void ct_touch(struct ct_value *ct, __u32 endpoint_id, const struct event *ev,
-                                     const struct flow *flow, __u64 now)
+/* Whether a conntrack entry still stands at tick now. Ticks are compared modulo 2^32. */
+static __always_inline int ct_alive(const struct ct_value *ct, __u8 proto, __u32 now)
 {
-	struct ct_key key;
-	struct ct_value *other;
+	__u32 lifetime = POLICYC_CT_OTHER_NS >> POLICYC_CT_TICK_SHIFT;
 
-	/* A plain store: a racing writer on another CPU stores a time just as recent. */
-	if (now - ct->last_seen_ns > POLICYC_CT_REFRESH_NS)
-		ct->last_seen_ns = now;
-	if (!(flow->tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST)) || ct->flags & POLICYC_CT_F_CLOSING)
-		return;
-	ct->flags |= POLICYC_CT_F_CLOSING;
-	ct_key_of(&key, endpoint_id, ev, flow, 1);
-	other = bpf_map_lookup_elem(&policyc_ct, &key);
-	if (other)
-		other->flags |= POLICYC_CT_F_CLOSING;
+	if (ct->flags & POLICYC_CT_F_CLOSING)
+		lifetime = POLICYC_CT_CLOSING_NS >> POLICYC_CT_TICK_SHIFT;
+	else if (proto == IPPROTO_TCP)
+		lifetime = POLICYC_CT_TCP_NS >> POLICYC_CT_TICK_SHIFT;
+	return now - ct->last_seen < lifetime;
+}
+
+/* Keeps a live entry alive, and marks a TCP flow closing at its first FIN or RST, so that
+ * its entry goes soon after the connection does. Plain stores: a racing writer on another
+ * CPU stores the same tick, or the same flag. */
+static __always_inline void ct_touch(struct ct_value *ct, const struct flow *flow, __u32 now)
+{
+	if (ct->last_seen != now)
+		ct->last_seen = now;
+	if (flow->tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST) && !(ct->flags & POLICYC_CT_F_CLOSING))
+		ct->flags |= POLICYC_CT_F_CLOSING;
 }
 
 /*
- * Opens, or renews, the flow of a packet policy allowed in generation gen: its own tuple
- * caches the verdict, its reversed tuple lets replies through. A failed update (no memory)
- * is not a reason to drop a packet policy allowed: its later packets are then judged by
- * policy again, and its replies by policy in their own direction.
+ * The established path: decides a packet by its conntrack entry alone, before the
+ * interface's endpoint is looked up, when the entry's stamps show that nothing has
+ * changed since it was written or checked (policyc_maps.h, "conntrack"): a forward packet
+ * whose verdict was cached in the live generation, or a reply whose entry was found to
+ * belong to the interface's endpoint in the live generation. Anything else takes the
+ * full path. Fills row with the interface's metrics row when it decides.
  */
-static __always_inline void ct_open(__u32 endpoint_id, const struct event *ev,
-                                    const struct flow *flow, __u8 dir, __u32 rule, __u32 gen)
+static __always_inline int ct_established(struct ct_value *ct, struct event *ev,
+                                          const struct flow *flow, __u8 dir, __u32 gen, __u32 *row)
 {
-	struct ct_key key;
-	struct ct_value value;
+	__u32 now = ct_now();
+	int reason;
 
-	__builtin_memset(&value, 0, sizeof(value));
-	value.last_seen_ns = now_ns();
-	value.rule = rule;
-	value.generation = gen;
-
-	ct_key_of(&key, endpoint_id, ev, flow, 0);
-	value.direction = dir;
-	value.kind = POLICYC_CT_FORWARD;
-	bpf_map_update_elem(&policyc_ct, &key, &value, BPF_ANY);
-
-	ct_key_of(&key, endpoint_id, ev, flow, 1);
-	value.direction = !dir;
-	value.kind = POLICYC_CT_REPLY;
-	bpf_map_update_elem(&policyc_ct, &key, &value, BPF_ANY);
+	if (!ct_alive(ct, ev->proto, now))
+		return POLICYC_CONTINUE;
+	if (ct->direction == dir) {
+		if (ct->generation != gen)
+			return POLICYC_CONTINUE;
+		reason = POLICYC_PASS_ESTABLISHED;
+	} else {
+		if (ct->checked != gen)
+			return POLICYC_CONTINUE;
+		reason = POLICYC_PASS_REPLY;
+	}
+	ct_touch(ct, flow, now);
+	ev->rule = ct->rule;
+	*row = ct->metrics_row;
+	return reason;
 }
 
 /* Whether two addresses as events and flows hold them (16 bytes, 4-byte aligned: both
@@ -674,61 +713,77 @@ static __always_inline int same_address(const __u8 *a, const __u8 *b)
 }
 
 /*
- * Step 5: passes a reply of a tracked flow, a forward packet of a flow policy allowed in
- * this generation, or an ICMP error about a tracked flow. A TCP SYN without ACK always
- * opens a new connection, so it is never a reply and never trusts an earlier verdict.
+ * Step 5, once the endpoint is known: passes a reply of a flow this endpoint tracks, a
+ * forward packet of a flow policy allowed in this generation, or an ICMP error about a
+ * tracked flow. ct is the packet's own entry, or NULL. An entry another endpoint opened
+ * on this interface (it was rebound since) is not this endpoint's: its packets are judged
+ * by policy. A TCP SYN without ACK always opens a new connection, so it is never a reply
+ * and never trusts an earlier verdict; its entry is not even looked up.
  */
-static __always_inline int ct_check(const struct endpoint_policy *eps, struct event *ev,
-                                    const struct flow *flow, __u8 dir, __u32 gen)
+static __always_inline int ct_check(const struct endpoint_policy *eps, struct ct_value *ct,
+                                    struct event *ev, const struct flow *flow, __u32 ifindex,
+                                    __u8 dir, __u32 gen)
 {
 	struct ct_key key;
-	struct ct_value *ct;
-	__u64 now;
+	__u32 now = ct_now();
 
-	if ((flow->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN)
-		return POLICYC_CONTINUE;
-
-	ct_key_of(&key, eps->endpoint_id, ev, flow, 0);
-	ct = bpf_map_lookup_elem(&policyc_ct, &key);
-	if (ct && ct->direction == dir) {
-		now = now_ns();
-		if (ct_alive(ct, ev->proto, now)) {
-			if (ct->kind == POLICYC_CT_REPLY) {
-				ct_touch(ct, eps->endpoint_id, ev, flow, now);
-				ev->rule = ct->rule;
-				return POLICYC_PASS_REPLY;
-			}
-			if (ct->generation == gen) {
-				ct_touch(ct, eps->endpoint_id, ev, flow, now);
-				ev->rule = ct->rule;
-				return POLICYC_PASS_ESTABLISHED;
-			}
+	if (ct && ct->endpoint_id == eps->endpoint_id && ct_alive(ct, ev->proto, now)) {
+		if (ct->direction != dir) {
+			/* Replies pass whatever the generation: the flow was allowed when it
+			 * opened. The stamp lets the next ones take the established path. */
+			if (ct->checked != gen)
+				ct->checked = gen;
+			ct_touch(ct, flow, now);
+			ev->rule = ct->rule;
+			return POLICYC_PASS_REPLY;
+		}
+		if (ct->generation == gen) {
+			ct_touch(ct, flow, now);
+			ev->rule = ct->rule;
+			return POLICYC_PASS_ESTABLISHED;
 		}
 	}
 
 	/*
-	 * An ICMP error travels as a reply of the packet it quotes would: its quote, reversed,
-	 * is a tuple this endpoint tracks in this direction (either kind: the quote may be of
-	 * a forward packet or of a reply). It is sent to the quoted packet's source, which
+	 * An ICMP error travels as a reply of the packet it quotes would: its quote is of a
+	 * packet of a flow this endpoint tracks, sent the other way (the quote may be of a
+	 * forward packet or of a reply). It is sent to the quoted packet's source, which
 	 * Linux's conntrack checks too (nf_conntrack_inet_error()); without that check an
 	 * endpoint could send errors quoting any flow it has to any peer its policy refuses.
 	 * The source is not checked: any router on the path may report an error.
 	 */
 	if (!flow->inner_proto || !same_address(ev->daddr, flow->inner_saddr))
 		return POLICYC_CONTINUE;
-	__builtin_memset(&key, 0, sizeof(key));
-	key.endpoint_id = eps->endpoint_id;
-	key.family = ev->family;
-	key.proto = flow->inner_proto;
-	__builtin_memcpy(key.saddr, flow->inner_daddr, 16);
-	__builtin_memcpy(key.daddr, flow->inner_saddr, 16);
-	key.sport = flow->inner_dport;
-	key.dport = flow->inner_sport;
+	ct_key_of(&key, ifindex, ev->family, flow->inner_proto, flow->inner_saddr,
+	          flow->inner_daddr, flow->inner_sport, flow->inner_dport, !dir);
 	ct = bpf_map_lookup_elem(&policyc_ct, &key);
-	if (!ct || ct->direction != dir || !ct_alive(ct, flow->inner_proto, now_ns()))
+	if (!ct || ct->endpoint_id != eps->endpoint_id || !ct_alive(ct, flow->inner_proto, now))
 		return POLICYC_CONTINUE;
 	ev->rule = ct->rule;
 	return POLICYC_PASS_RELATED;
+}
+
+/*
+ * Opens, or renews, the flow of a packet policy allowed in generation gen, with its key
+ * already built: one write, which caches the verdict for the packet's direction and lets
+ * the replies through in the other. A failed update (no memory) is not a reason to drop a
+ * packet policy allowed: its later packets are then judged by policy again, and its
+ * replies by policy in their own direction.
+ */
+static __always_inline void ct_open(const struct ct_key *key, const struct endpoint_policy *eps,
+                                    __u32 row, __u8 dir, __u32 rule, __u32 gen)
+{
+	struct ct_value value = {
+		.last_seen = ct_now(),
+		.rule = rule,
+		.generation = gen,
+		.checked = gen,
+		.endpoint_id = eps->endpoint_id,
+		.metrics_row = row,
+		.direction = dir,
+	};
+
+	bpf_map_update_elem(&policyc_ct, key, &value, BPF_ANY);
 }
 
 /* The peer's security identity in slot: its exact address in the hosts map, else its
@@ -740,17 +795,16 @@ static __always_inline __u32 peer_identity(const struct event *ev, __u8 dir, __u
 	struct ipcache_key prefix;
 	struct host_key host;
 
-	__builtin_memset(&host, 0, sizeof(host));
-	host.family = ev->family;
+	/* family and pad: one word (word_of()); an IPv4 address is zero beyond 4 bytes. */
+	*(__u32 *)&host.family = word_of(ev->family, 0, 0);
 	__builtin_memcpy(host.addr, addr, 16);
 	value = bpf_map_lookup_elem(&policyc_hosts, &host);
 	if (value)
 		return value->identity[slot];
 
-	__builtin_memset(&prefix, 0, sizeof(prefix));
 	/* The trie matches over family and padding too: 32 bits of them, then the address. */
 	prefix.prefixlen = 32 + (ev->family == POLICYC_FAMILY_IPV4 ? 32 : 128);
-	prefix.family = ev->family;
+	*(__u32 *)&prefix.family = word_of(ev->family, 0, 0);
 	__builtin_memcpy(prefix.addr, addr, 16);
 	value = bpf_map_lookup_elem(&policyc_ipcache, &prefix);
 	return value ? value->identity[slot] : POLICYC_IDENTITY_WORLD;
@@ -783,27 +837,28 @@ policy_for_identity(struct event *ev, const struct flow *flow, __u32 table, __u3
 {
 	const struct policy_verdict *verdict;
 
+	/* proto, port_bits and port share a word, stored whole (word_of()). */
+	__u32 *last = (__u32 *)&ev->entry.proto;
+
 	ev->entry.table = table;
 	ev->entry.identity = identity;
-	ev->entry.proto = ev->proto;
 	if (flow->has_port) {
 #pragma unroll
 		for (int bits = POLICYC_PORT_BITS; bits > 0; bits--) {
 			if (!(port_bits & (1u << bits)))
 				continue;
-			ev->entry.port_bits = bits;
-			ev->entry.port = flow->policy_port & (__u16)(0xffffu << (16 - bits));
+			*last = word_of(ev->proto, bits,
+			                flow->policy_port & (__u16)(0xffffu << (16 - bits)));
 			verdict = policy_entry(ev, slot);
 			if (verdict)
 				return verdict;
 		}
 	}
-	ev->entry.port_bits = 0;
-	ev->entry.port = 0;
+	*last = word_of(ev->proto, 0, 0);
 	verdict = policy_entry(ev, slot);
 	if (verdict)
 		return verdict;
-	ev->entry.proto = 0;
+	*last = 0;
 	return policy_entry(ev, slot);
 }
 
@@ -813,7 +868,8 @@ policy_for_identity(struct event *ev, const struct flow *flow, __u32 table, __u3
  * compared with each other.
  */
 static __always_inline int enforce_policy(const struct endpoint_policy *eps, struct event *ev,
-                                          const struct flow *flow, __u8 dir, __u32 gen)
+                                          const struct flow *flow, const struct ct_key *key,
+                                          __u32 row, __u8 dir, __u32 gen)
 {
 	__u32 table = dir == POLICYC_DIR_INGRESS ? eps->ingress_table : eps->egress_table;
 	__u32 reply_table = dir == POLICYC_DIR_INGRESS ? eps->egress_table : eps->ingress_table;
@@ -832,7 +888,7 @@ static __always_inline int enforce_policy(const struct endpoint_policy *eps, str
 	 */
 	if (table == 0) {
 		if (reply_table != 0)
-			ct_open(eps->endpoint_id, ev, flow, dir, POLICYC_RULE_NONE, gen);
+			ct_open(key, eps, row, dir, POLICYC_RULE_NONE, gen);
 		return POLICYC_PASS_NOT_ENFORCED;
 	}
 
@@ -850,7 +906,7 @@ static __always_inline int enforce_policy(const struct endpoint_policy *eps, str
 	/* Anything but an explicit allow drops, so a corrupt verdict fails closed. */
 	if (verdict->verdict != POLICYC_VERDICT_ALLOW)
 		return POLICYC_DROP_POLICY_DENY;
-	ct_open(eps->endpoint_id, ev, flow, dir, verdict->rule, gen);
+	ct_open(key, eps, row, dir, verdict->rule, gen);
 	return POLICYC_PASS_POLICY;
 }
 
@@ -895,10 +951,34 @@ static __always_inline void frag_record(__u32 endpoint_id, const struct event *e
 	bpf_map_update_elem(&policyc_frags, &key, &value, BPF_ANY);
 }
 
-/* Runs steps 2 to 6 of the header comment and returns the reason of the decision. */
-static __always_inline int judge(struct __sk_buff *skb, const struct endpoint_policy *eps,
-                                 struct event *ev, __u8 dir, __u32 gen)
+/* The endpoint bound to interface ifindex in generation gen, or NULL when it is unbound,
+ * and in any case the interface's metrics row in row (row 0 when it has no entry). */
+static __always_inline const struct endpoint_policy *endpoint_of(__u32 ifindex, __u32 gen,
+                                                                 __u32 *row)
 {
+	const struct endpoint_info *ep = bpf_map_lookup_elem(&policyc_endpoints, &ifindex);
+	const struct endpoint_policy *eps;
+
+	if (!ep)
+		return NULL;
+	*row = ep->metrics_row;
+	eps = &ep->slot[gen & 1];
+	return eps->endpoint_id != 0 ? eps : NULL;
+}
+
+/*
+ * Runs steps 2 to 6 of the header comment and returns the reason of the decision, with the
+ * interface's metrics row in row. skb->ifindex is the host-side interface in both
+ * directions: the device a frame arrived on at tc ingress, and the device it leaves by at
+ * tc egress.
+ */
+static __always_inline int judge(struct __sk_buff *skb, struct event *ev, __u8 dir, __u32 gen,
+                                 __u32 *row)
+{
+	__u32 ifindex = skb->ifindex;
+	const struct endpoint_policy *eps;
+	struct ct_value *ct = NULL;
+	struct ct_key key;
 	struct ethhdr *eth;
 	void *data_end;
 	struct flow flow;
@@ -908,24 +988,46 @@ static __always_inline int judge(struct __sk_buff *skb, const struct endpoint_po
 	pull_headers(skb, ETH_HLEN);
 	eth = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
-	if ((void *)(eth + 1) > data_end)
+	if ((void *)(eth + 1) > data_end) {
+		endpoint_of(ifindex, gen, row);
 		return POLICYC_DROP_MALFORMED;
+	}
 	l3 = eth->h_proto;
-	if (l3 != bpf_htons(ETH_P_IP) && l3 != bpf_htons(ETH_P_IPV6))
+	if (l3 != bpf_htons(ETH_P_IP) && l3 != bpf_htons(ETH_P_IPV6)) {
+		endpoint_of(ifindex, gen, row);
 		return POLICYC_PASS_NOT_IP;
-
-	/* skb->ifindex is the host-side interface in both directions: the device a frame
-	 * arrived on at tc ingress, and the device it leaves by at tc egress. */
-	if (!eps)
-		return POLICYC_DROP_NO_ENDPOINT;
-	ev->endpoint_id = eps->endpoint_id;
-	ev->identity = eps->identity;
+	}
 
 	__builtin_memset(&flow, 0, sizeof(flow));
 	if (l3 == bpf_htons(ETH_P_IP))
 		ret = parse_ipv4(skb, ev, &flow);
 	else
 		ret = parse_ipv6(skb, ev, &flow);
+
+	/*
+	 * The established path (step 5 before step 3): a packet of a flow whose entry vouches
+	 * for it is decided without its endpoint. A later fragment has no ports to look up,
+	 * link-local ICMPv6 and a SYN never use conntrack, and a first fragment must also be
+	 * recorded for its followers, which needs the endpoint.
+	 */
+	ct_key_of(&key, ifindex, ev->family, ev->proto, ev->saddr, ev->daddr, flow.ct_sport,
+	          flow.ct_dport, dir);
+	if (ret == POLICYC_CONTINUE && flow.frag != FRAG_LATER && !flow.link_local) {
+		if ((flow.tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) != TCP_FLAG_SYN)
+			ct = bpf_map_lookup_elem(&policyc_ct, &key);
+		if (ct && flow.frag == FRAG_NONE) {
+			ret = ct_established(ct, ev, &flow, dir, gen, row);
+			if (ret != POLICYC_CONTINUE)
+				return ret;
+		}
+	}
+
+	/* Step 3: an unbound interface drops whatever its packets are, once they are IP. */
+	eps = endpoint_of(ifindex, gen, row);
+	if (!eps)
+		return POLICYC_DROP_NO_ENDPOINT;
+	ev->endpoint_id = eps->endpoint_id;
+	ev->identity = eps->identity;
 	if (ret != POLICYC_CONTINUE)
 		return ret;
 
@@ -934,9 +1036,9 @@ static __always_inline int judge(struct __sk_buff *skb, const struct endpoint_po
 	if (flow.link_local)
 		return POLICYC_PASS_ICMPV6_LINK;
 
-	ret = ct_check(eps, ev, &flow, dir, gen);
+	ret = ct_check(eps, ct, ev, &flow, ifindex, dir, gen);
 	if (ret == POLICYC_CONTINUE)
-		ret = enforce_policy(eps, ev, &flow, dir, gen);
+		ret = enforce_policy(eps, ev, &flow, &key, *row, dir, gen);
 	if (ret > 0 && flow.frag == FRAG_FIRST)
 		frag_record(eps->endpoint_id, ev, &flow, ret);
 	return ret;
@@ -1002,9 +1104,6 @@ static __noinline int send_event(const struct event *ev, __u32 rate, __u32 burst
  * flows are reported, and negative reasons drop. */
 static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 {
-	__u32 ifindex = skb->ifindex;
-	const struct endpoint_policy *eps = NULL;
-	const struct endpoint_info *ep;
 	const struct config *cfg;
 	struct event ev;
 	__u32 zero = 0;
@@ -1023,17 +1122,10 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		rate = cfg->event_rate;
 		burst = cfg->event_burst;
 	}
-	ep = bpf_map_lookup_elem(&policyc_endpoints, &ifindex);
-	if (ep) {
-		row = ep->metrics_row;
-		eps = &ep->slot[gen & 1];
-		if (eps->endpoint_id == 0)
-			eps = NULL;
-	}
 
 	__builtin_memset(&ev, 0, sizeof(ev));
 	ev.direction = dir;
-	reason = judge(skb, eps, &ev, dir, gen);
+	reason = judge(skb, &ev, dir, gen, &row);
 
 	if (row >= POLICYC_ENDPOINTS_MAX)
 		row = 0;
@@ -1042,7 +1134,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	if (rate && (reason < 0 ||
 	             (reason == POLICYC_PASS_POLICY && flags & POLICYC_CONFIG_EVENTS_ALLOWED))) {
 		ev.timestamp_ns = now_ns();
-		ev.ifindex = ifindex;
+		ev.ifindex = skb->ifindex;
 		ev.reason = reason;
 		ev.generation = gen;
 		ev.length = skb->len;

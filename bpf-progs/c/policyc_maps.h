@@ -160,50 +160,63 @@ struct policy_value {
 };
 
 /*
- * conntrack: flows this endpoint allowed, scoped by endpoint so that one endpoint's
- * allow never lets traffic through another endpoint's policy. A flow has two entries:
- * its forward tuple (kind FORWARD), which caches the verdict for the generation that
- * took it, and its reversed tuple (kind REPLY), which lets the replies through in the
- * other direction. A packet looks up its own tuple once and finds either. For ICMP echo
- * the id is the source port of a request and the destination port of a reply, so the
- * reply's tuple is the reversed request's and a request is never taken for a reply.
+ * conntrack: flows an endpoint allowed, one entry per flow, keyed by the interface the
+ * flow crosses and its tuple as the endpoint sees it (its own address and port first,
+ * the peer's second), so that a packet and its reply, whichever way they travel, find the
+ * same entry with one lookup, and opening a flow is a single write. The entry remembers
+ * the direction of the packet that opened it: a packet in that direction is a forward
+ * packet, one in the other a reply. For ICMP echo the id is the port on the side that
+ * sent the request and the other port is zero, so that a request from the peer reusing
+ * the id of the endpoint's own echo is never taken for its reply.
+ *
+ * The interface, not the endpoint, scopes the key, so that a packet of an established
+ * flow is decided by this one lookup without resolving its endpoint first. That is sound
+ * because a binding changes only with the generation: an entry stamped with the live
+ * generation was written or checked under the binding still in force. An entry stamped
+ * with an older one is trusted only once the interface's endpoint is looked up and found
+ * to be the one that opened the flow.
  */
 struct ct_key {
-	__u32 endpoint_id; /* endpoint_policy.endpoint_id */
-	__u8 family;       /* POLICYC_FAMILY_IPV4 or POLICYC_FAMILY_IPV6 */
-	__u8 proto;        /* IP protocol number */
-	__u16 pad;         /* zero */
-	__u8 saddr[16];    /* network order */
-	__u8 daddr[16];    /* network order */
-	__u16 sport;       /* network order */
-	__u16 dport;       /* network order */
+	__u32 ifindex;      /* host-side interface the programs run on */
+	__u8 family;        /* POLICYC_FAMILY_IPV4 or POLICYC_FAMILY_IPV6 */
+	__u8 proto;         /* IP protocol number */
+	__u16 pad;          /* zero */
+	__u8 ep_addr[16];   /* the endpoint's address, network order */
+	__u8 peer_addr[16]; /* the peer's address, network order */
+	__u16 ep_port;      /* network order; ICMP echo: the id if the endpoint asked */
+	__u16 peer_port;    /* network order; ICMP echo: the id if the peer asked */
 };
 
 struct ct_value {
-	__u64 last_seen_ns; /* bpf_ktime_get_coarse_ns() of a recent packet (refreshed every second)
-	                     */
-	__u32 rule;         /* rule cookie that allowed the flow */
-	__u32 generation;   /* config.generation when policy allowed the flow */
-	__u8 direction;     /* POLICYC_DIR_* in which packets of this tuple travel */
-	__u8 kind;          /* POLICYC_CT_FORWARD or POLICYC_CT_REPLY */
-	__u8 flags;         /* POLICYC_CT_F_* */
-	__u8 pad[5];        /* zero */
+	__u32 last_seen;   /* the tick of a recent packet (POLICYC_CT_TICK_SHIFT) */
+	__u32 rule;        /* rule cookie that allowed the flow */
+	__u32 generation;  /* config.generation whose policy allowed the flow: forward packets
+	                    * pass on it while it is the live one */
+	__u32 checked;     /* config.generation in which the entry was last found to belong to
+	                    * the interface's endpoint: replies pass on it while it is live */
+	__u32 endpoint_id; /* endpoint_policy.endpoint_id of the endpoint that opened it */
+	__u16 metrics_row; /* endpoint_info.metrics_row of the interface, for the counters */
+	__u8 direction;    /* POLICYC_DIR_* of the packet that opened the flow */
+	__u8 flags;        /* POLICYC_CT_F_* */
 };
-
-#define POLICYC_CT_FORWARD 1
-#define POLICYC_CT_REPLY 2
 
 /* ct_value.flags: a TCP FIN or RST was seen; the entry lives POLICYC_CT_CLOSING_NS. */
 #define POLICYC_CT_F_CLOSING 1
 
-/* How long an entry outlives its last packet (ns). As Cilium's defaults: TCP six hours,
- * a closing TCP flow ten seconds, every other protocol a minute. */
+/*
+ * Conntrack keeps time in ticks of 2^POLICYC_CT_TICK_SHIFT ns (about 1.07 s) of the coarse
+ * monotonic clock, in 32 bits: a tick is fine enough for lifetimes of ten seconds to six
+ * hours, 32 bits of ticks wrap after a century, and the value stays small. An entry's
+ * last_seen is rewritten only when the tick changes, to spare a cache line write per
+ * packet.
+ */
+#define POLICYC_CT_TICK_SHIFT 30
+
+/* How long an entry outlives its last packet (ns; counted in whole ticks). As Cilium's
+ * defaults: TCP six hours, a closing TCP flow ten seconds, every other protocol a minute. */
 #define POLICYC_CT_TCP_NS 21600000000000
 #define POLICYC_CT_CLOSING_NS 10000000000
 #define POLICYC_CT_OTHER_NS 60000000000
-/* last_seen_ns is rewritten only when it is this much behind, to spare a cache line
- * write per packet. */
-#define POLICYC_CT_REFRESH_NS 1000000000
 
 /*
  * frags: the first fragments of IP packets this endpoint let through, so that the later

@@ -68,16 +68,15 @@ pub const RULE_NONE: u32 = 0;
 /// `config.flags`: also report every flow that policy newly allows.
 pub const CONFIG_EVENTS_ALLOWED: u32 = 1;
 
-/// `ct_value.kind`.
-pub const CT_FORWARD: u8 = 1;
-pub const CT_REPLY: u8 = 2;
 /// `ct_value.flags`: a TCP FIN or RST was seen.
 pub const CT_F_CLOSING: u8 = 1;
-/// Conntrack lifetimes after the last packet, in nanoseconds (`POLICYC_CT_*_NS`).
+/// Conntrack counts time in ticks of `2^CT_TICK_SHIFT` ns of the coarse clock.
+pub const CT_TICK_SHIFT: u32 = 30;
+/// Conntrack lifetimes after the last packet, in nanoseconds (`POLICYC_CT_*_NS`), counted
+/// in whole ticks.
 pub const CT_TCP_NS: u64 = 21_600_000_000_000;
 pub const CT_CLOSING_NS: u64 = 10_000_000_000;
 pub const CT_OTHER_NS: u64 = 60_000_000_000;
-pub const CT_REFRESH_NS: u64 = 1_000_000_000;
 /// How long later fragments may follow their first, in nanoseconds.
 pub const FRAG_NS: u64 = 30_000_000_000;
 
@@ -288,32 +287,44 @@ pub struct PolicyValue {
     pub slot: [PolicyVerdict; SLOTS],
 }
 
+/// Key of the `policyc_ct` map: one entry per flow, the endpoint's side first, so that a
+/// packet and its reply share it (see `policyc_maps.h`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CtKey {
-    pub endpoint_id: u32,
+    /// The host-side interface the flow crosses.
+    pub ifindex: u32,
     pub family: u8,
     pub proto: u8,
     pub pad: u16,
-    pub saddr: [u8; 16],
-    pub daddr: [u8; 16],
-    pub sport: u16,
-    pub dport: u16,
+    pub ep_addr: [u8; 16],
+    pub peer_addr: [u8; 16],
+    /// Network order.
+    pub ep_port: u16,
+    /// Network order.
+    pub peer_port: u16,
 }
 
+/// Value of the `policyc_ct` map.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CtValue {
-    pub last_seen_ns: u64,
+    /// The conntrack tick ([`CT_TICK_SHIFT`]) of a recent packet.
+    pub last_seen: u32,
     pub rule: u32,
-    /// `config.generation` when policy allowed the flow.
+    /// `config.generation` whose policy allowed the flow.
     pub generation: u32,
+    /// `config.generation` in which the entry was last found to belong to the interface's
+    /// endpoint.
+    pub checked: u32,
+    /// The endpoint that opened the flow.
+    pub endpoint_id: u32,
+    /// The interface's metrics row.
+    pub metrics_row: u16,
+    /// The direction of the packet that opened the flow ([`DIR_INGRESS`] or [`DIR_EGRESS`]).
     pub direction: u8,
-    /// [`CT_FORWARD`] or [`CT_REPLY`].
-    pub kind: u8,
     /// [`CT_F_CLOSING`].
     pub flags: u8,
-    pub pad: [u8; 5],
 }
 
 #[repr(C)]

@@ -291,12 +291,12 @@ layout_test!(policy_value_mirror_matches_btf, "policy_value", PolicyValue { slot
 layout_test!(
     ct_key_mirror_matches_btf,
     "ct_key",
-    CtKey { endpoint_id, family, proto, pad, saddr, daddr, sport, dport }
+    CtKey { ifindex, family, proto, pad, ep_addr, peer_addr, ep_port, peer_port }
 );
 layout_test!(
     ct_value_mirror_matches_btf,
     "ct_value",
-    CtValue { last_seen_ns, rule, generation, direction, kind, flags, pad }
+    CtValue { last_seen, rule, generation, checked, endpoint_id, metrics_row, direction, flags }
 );
 layout_test!(
     frag_key_mirror_matches_btf,
@@ -433,13 +433,11 @@ fn rust_constants() -> BTreeMap<String, i64> {
         ("POLICYC_SLOTS", SLOTS as i64),
         ("POLICYC_VERDICT_NONE", i64::from(VERDICT_NONE)),
         ("POLICYC_CONFIG_EVENTS_ALLOWED", i64::from(CONFIG_EVENTS_ALLOWED)),
-        ("POLICYC_CT_FORWARD", i64::from(CT_FORWARD)),
-        ("POLICYC_CT_REPLY", i64::from(CT_REPLY)),
         ("POLICYC_CT_F_CLOSING", i64::from(CT_F_CLOSING)),
         ("POLICYC_CT_TCP_NS", CT_TCP_NS as i64),
         ("POLICYC_CT_CLOSING_NS", CT_CLOSING_NS as i64),
         ("POLICYC_CT_OTHER_NS", CT_OTHER_NS as i64),
-        ("POLICYC_CT_REFRESH_NS", CT_REFRESH_NS as i64),
+        ("POLICYC_CT_TICK_SHIFT", i64::from(CT_TICK_SHIFT)),
         ("POLICYC_FRAG_NS", FRAG_NS as i64),
     ]
     .into_iter()
@@ -482,12 +480,10 @@ fn header_families_verdicts_directions_and_identities_equal_rust_constants() {
         "POLICYC_SLOTS",
         "POLICYC_CONFIG_",
         "POLICYC_CT_F_",
-        "POLICYC_CT_FORWARD",
-        "POLICYC_CT_REPLY",
         "POLICYC_CT_TCP_NS",
         "POLICYC_CT_CLOSING_NS",
         "POLICYC_CT_OTHER_NS",
-        "POLICYC_CT_REFRESH_NS",
+        "POLICYC_CT_TICK_SHIFT",
         "POLICYC_FRAG_NS",
     ]);
 

@@ -67,11 +67,12 @@ impl KernelMaps {
     }
 }
 
-/// Copies the reply entries of the conntrack map pinned in `old` into `new`'s, if its
-/// layout is this build's (else none: those connections' replies are judged by policy
-/// again). Forward entries are left behind: they cache a verdict for a generation of the
-/// old maps, and the next forward packet is judged by policy and opens a new one.
-pub(crate) fn copy_replies(old: &PinDir, new: &mut KernelMaps, spec: &ObjectSpec) -> Result<usize> {
+/// Copies the flows of the conntrack map pinned in `old` into `new`'s, if its layout is
+/// this build's (else none: those connections' replies are judged by policy again). Their
+/// stamps are set to a generation the new maps are not at and will not reach: a forward
+/// packet is judged by the new maps' policy before its flow is trusted again, and a reply
+/// passes once the interface is found still bound to the endpoint that opened the flow.
+pub(crate) fn copy_flows(old: &PinDir, new: &mut KernelMaps, spec: &ObjectSpec) -> Result<usize> {
     let path = old.map(map_names::CONNTRACK);
     let Ok(data) = open_checked(&path, map_names::CONNTRACK, spec) else { return Ok(0) };
     let old_ct: HashMap<MapData, CtKey, CtValue> = HashMap::try_from(Map::LruHashMap(data))
@@ -84,8 +85,10 @@ pub(crate) fn copy_replies(old: &PinDir, new: &mut KernelMaps, spec: &ObjectSpec
                 io_error: e,
             }),
         })?;
+    let stale = new.config()?.generation.wrapping_sub(1);
     let mut copied = 0;
-    for (key, value) in entries.into_iter().filter(|(_, v)| v.kind == datapath::CT_REPLY) {
+    for (key, value) in entries {
+        let value = CtValue { generation: stale, checked: stale, ..value };
         new.update(&MapEntry::Conntrack(key, value))?;
         copied += 1;
     }

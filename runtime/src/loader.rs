@@ -439,8 +439,8 @@ fn apply_on(
     let migrating = !node.report.migrated.is_empty();
     if migrating {
         // Replies of connections open now keep passing on the new maps.
-        let copied = kernel::copy_replies(&node.pins, &mut maps, &node.spec)?;
-        tracing::info!(copied, "conntrack reply entries carried over");
+        let copied = kernel::copy_flows(&node.pins, &mut maps, &node.spec)?;
+        tracing::info!(copied, "conntrack entries carried over");
     }
     let plan = {
         let _span = tracing::info_span!("plan").entered();

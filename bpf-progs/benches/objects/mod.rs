@@ -180,14 +180,14 @@ fn background_flows() -> impl Iterator<Item = CtKey> {
     (0..BACKGROUND_FLOWS).map(|i| {
         let family = if i % 2 == 0 { Family::V4 } else { Family::V6 };
         CtKey {
-            endpoint_id: fixture::ENDPOINT_ID + 1 + i % 64,
+            ifindex: 2 + i % 64,
             family: family.code(),
             proto: fixture::IPPROTO_TCP,
             pad: 0,
-            saddr: fixture::pod_addr(family, i % fixture::PODS),
-            daddr: fixture::pod_addr(family, (i * 7 + 1) % fixture::PODS),
-            sport: (30_000 + (i % 20_000) as u16).to_be(),
-            dport: 443u16.to_be(),
+            ep_addr: fixture::pod_addr(family, i % fixture::PODS),
+            peer_addr: fixture::pod_addr(family, (i * 7 + 1) % fixture::PODS),
+            ep_port: (30_000 + (i % 20_000) as u16).to_be(),
+            peer_port: 443u16.to_be(),
         }
     })
 }
@@ -220,7 +220,7 @@ impl Baselines {
         let mut ebpf = Ebpf::load(object).map_err(|e| format!("loading the baselines: {e}"))?;
         let all = [Self::EMPTY, Self::HASH, Self::LRU_HASH, Self::KTIME, Self::ENDPOINT_HASH];
         load_programs(&mut ebpf, &all)?;
-        let probe = CtKey { endpoint_id: 1, ..CtKey::default() };
+        let probe = CtKey { ifindex: 1, ..CtKey::default() };
         for name in ["bench_ct_hash", "bench_ct_lru"] {
             let mut map: HashMap<MapData, CtKey, CtValue> = take(&mut ebpf, name)?;
             for key in background_flows().chain([probe]) {
@@ -327,13 +327,15 @@ impl Ours {
 
         let mut conntrack: HashMap<MapData, CtKey, CtValue> =
             take(&mut ebpf, map_names::CONNTRACK)?;
-        let now = monotonic_ns();
+        let now = (monotonic_ns() >> datapath::CT_TICK_SHIFT) as u32;
         for key in background_flows() {
             let value = CtValue {
-                last_seen_ns: now,
+                last_seen: now,
                 rule: 1,
                 generation: fixture::GENERATION,
-                kind: datapath::CT_FORWARD,
+                checked: fixture::GENERATION,
+                endpoint_id: fixture::ENDPOINT_ID + 1 + key.ifindex,
+                direction: datapath::DIR_EGRESS,
                 ..CtValue::default()
             };
             conntrack.insert(key, value, 0).map_err(insert_err(map_names::CONNTRACK))?;

@@ -1,13 +1,13 @@
 //! Conntrack as `c/policyc.bpf.c` documents it, on the fixture cluster: replies pass the
 //! direction whose policy would refuse them, later packets of an allowed flow pass on the
 //! cached verdict until the generation changes, a SYN is always judged by policy, ICMP
-//! errors about a tracked flow pass as related, and FIN marks both entries closing.
+//! errors about a tracked flow pass as related, and FIN marks the flow closing.
 
-use datapath::{CT_F_CLOSING, Reason};
+use datapath::{CT_F_CLOSING, DIR_EGRESS, Reason};
 
 use super::fixture::{CLIENT, CLIENT_V6, Fixture, OTHER, OTHER_V6, SERVER, SERVER_V6, WORKER, ip};
 use super::judge::{Tally, step};
-use super::kernel::{Hook, Kernel};
+use super::kernel::{Hook, Kernel, LOOPBACK};
 use super::packet::{self, ACK, ECHO_REQUEST, ECHO_REQUEST_V6, FIN, L4, Packet, SYN};
 
 const CILIUM_CLIENT: &str = "CiliumNetworkPolicy x/client";
@@ -59,10 +59,13 @@ pub fn check(kernel: &mut Kernel, tally: &mut Tally) {
     step(kernel, "conntrack", client, Out, &syn.next().frame(), PassEstablished, "ACK", tally);
     step(kernel, "conntrack", client, Out, &syn.frame(), PassPolicy, "SYN again", tally);
     let id = endpoint_id(kernel, client);
-    let entry = kernel.ct_entry(&syn.ct_key(id, false));
+    let entry = kernel.ct_entry(&syn.ct_key(LOOPBACK, DIR_EGRESS));
     let expected_rule = before.cookie(CILIUM_CLIENT, "egress[0]");
-    if entry.map(|e| e.rule) != Some(expected_rule) {
-        tally.fail(format!("conntrack: the SYN's entry {entry:?} is not of rule {expected_rule}"));
+    if entry.map(|e| (e.rule, e.endpoint_id, e.direction)) != Some((expected_rule, id, DIR_EGRESS))
+    {
+        tally.fail(format!(
+            "conntrack: the SYN's entry {entry:?} is not the client's egress flow of rule {expected_rule}"
+        ));
     }
 
     // The same connection at the server: allowed in by its ingress policy, answered
@@ -167,15 +170,12 @@ pub fn check(kernel: &mut Kernel, tally: &mut Tally) {
         );
     }
 
-    // The first FIN marks both entries of its connection closing.
+    // The first FIN marks its connection closing.
     let fin = tcp(CLIENT, SERVER, 40001, 80, FIN | ACK);
     step(kernel, "conntrack", client, Out, &fin.frame(), PassEstablished, "FIN", tally);
-    let id = endpoint_id(kernel, client);
-    for reverse in [false, true] {
-        let entry = kernel.ct_entry(&fin.ct_key(id, reverse));
-        if entry.is_none_or(|e| e.flags & CT_F_CLOSING == 0) {
-            tally.fail(format!("conntrack: after a FIN, entry {entry:?} is not closing"));
-        }
+    let entry = kernel.ct_entry(&fin.ct_key(LOOPBACK, DIR_EGRESS));
+    if entry.is_none_or(|e| e.flags & CT_F_CLOSING == 0) {
+        tally.fail(format!("conntrack: after a FIN, entry {entry:?} is not closing"));
     }
 
     // A direction that is not isolated tracks its flows when the other one is, so that
@@ -187,8 +187,7 @@ pub fn check(kernel: &mut Kernel, tally: &mut Tally) {
     let free = tcp(OTHER, WORKER, 40006, 8080, SYN);
     step(kernel, "conntrack", other, Out, &free.frame(), PassNotEnforced, "SYN", tally);
     step(kernel, "conntrack", other, In, &free.reply().frame(), PassNotEnforced, "SYN-ACK", tally);
-    let id = endpoint_id(kernel, other);
-    if kernel.ct_entry(&free.ct_key(id, false)).is_some() {
+    if kernel.ct_entry(&free.ct_key(LOOPBACK, DIR_EGRESS)).is_some() {
         tally.fail("conntrack: a flow with neither direction isolated was tracked".into());
     }
 

@@ -11,12 +11,10 @@ use std::collections::BTreeMap;
 use compiler::artifact::Artifact;
 use compiler::reference::{Address, Flow, Reference};
 use compiler::simulate::{self, Decision};
-use datapath::{
-    CT_FORWARD, CT_REPLY, DIR_EGRESS, DIR_INGRESS, EndpointPolicy, Event, RULE_NONE, Reason,
-};
+use datapath::{DIR_EGRESS, DIR_INGRESS, EndpointPolicy, Event, RULE_NONE, Reason};
 use policy_lang::ast::Direction;
 
-use super::kernel::{Hook, Kernel, LOOPBACK, Outcome};
+use super::kernel::{Hook, Kernel, LOOPBACK, Outcome, ROW};
 use super::packet::{self, Packet};
 
 /// The artifact live in the kernel's current generation, and the reference evaluator
@@ -371,8 +369,9 @@ fn check_event(
     if *event == expected { Ok(()) } else { Err(format!("{event:?}, expected {expected:?}")) }
 }
 
-/// Removes the two conntrack entries a packet can open at `eps` and checks them: present,
-/// with `rule`, exactly when `rule` is `Some`.
+/// Removes the conntrack entry a packet can open at `eps` and checks it: present, of
+/// `eps`'s endpoint and the packet's direction, with `rule` and stamped with the live
+/// generation, exactly when `rule` is `Some`.
 pub fn take_flow(
     kernel: &mut Kernel,
     packet: &Packet,
@@ -380,21 +379,18 @@ pub fn take_flow(
     direction: Direction,
     rule: Option<u32>,
 ) -> Result<(), String> {
-    let forward = kernel.take_ct(&packet.ct_key(eps.endpoint_id, false));
-    let reply = kernel.take_ct(&packet.ct_key(eps.endpoint_id, true));
     let dir = dir_code(direction);
-    match (rule, forward, reply) {
-        (None, None, None) => Ok(()),
-        (Some(rule), Some(f), Some(r))
-            if (f.kind, f.direction, f.rule, f.generation)
-                == (CT_FORWARD, dir, rule, kernel.generation())
-                && (r.kind, r.direction, r.rule) == (CT_REPLY, 1 - dir, rule) =>
+    let entry = kernel.take_ct(&packet.ct_key(LOOPBACK, dir));
+    let generation = kernel.generation();
+    match (rule, entry) {
+        (None, None) => Ok(()),
+        (Some(rule), Some(e))
+            if (e.direction, e.rule, e.endpoint_id, e.generation, e.checked, e.metrics_row)
+                == (dir, rule, eps.endpoint_id, generation, generation, ROW as u16) =>
         {
             Ok(())
         }
-        (rule, forward, reply) => Err(format!(
-            "expected entries of rule {rule:?}, found forward {forward:?}, reply {reply:?}"
-        )),
+        (rule, entry) => Err(format!("expected an entry of rule {rule:?}, found {entry:?}")),
     }
 }
 

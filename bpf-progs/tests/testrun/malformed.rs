@@ -2,12 +2,12 @@
 //! be judged exactly like their plain form, on the fixture cluster at the client's egress.
 
 use aya::programs::ProgramError;
-use datapath::{EndpointPolicy, Reason};
+use datapath::{DIR_EGRESS, EndpointPolicy, Reason};
 use policy_lang::ast::Direction;
 
 use super::fixture::{self, CLIENT, CLIENT_V6, Fixture, SERVER, SERVER_V6, ip};
 use super::judge::{Tally, check_flow, check_frame, expect};
-use super::kernel::{Hook, Kernel, ROW, skb_context};
+use super::kernel::{Hook, Kernel, LOOPBACK, ROW, skb_context};
 use super::packet::{self, ETH_HLEN, L4, Packet, SYN, TCP};
 
 const HOP_BY_HOP: u8 = 0;
@@ -196,9 +196,7 @@ pub fn check(kernel: &mut Kernel, tally: &mut Tally) {
             &format!("malformed: BIG TCP {}", plain.describe()),
             tally,
         );
-        let id = kernel.bind(Some(client)).map_or(0, |e| e.endpoint_id);
-        kernel.take_ct(&plain.ct_key(id, false));
-        kernel.take_ct(&plain.ct_key(id, true));
+        kernel.take_ct(&plain.ct_key(LOOPBACK, DIR_EGRESS));
     }
 
     // Protocols without ports, ESP among them (its content is encrypted: the upper layer

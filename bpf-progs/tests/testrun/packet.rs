@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use datapath::{CtKey, FAMILY_IPV4, FAMILY_IPV6};
+use datapath::{CtKey, DIR_INGRESS, FAMILY_IPV4, FAMILY_IPV6};
 
 pub const ICMP: u8 = 1;
 pub const TCP: u8 = 6;
@@ -131,11 +131,13 @@ impl Packet {
         }
     }
 
-    /// The conntrack key the datapath gives this packet at `endpoint_id`, or with
-    /// `reverse` the key of its reply: an echo request carries the echo id as its source
-    /// port and a reply as its destination port (so a request is never a reply's key),
-    /// other ICMP messages and protocols without ports carry none.
-    pub fn ct_key(&self, endpoint_id: u32, reverse: bool) -> CtKey {
+    /// The conntrack key the datapath gives this packet travelling in `direction`
+    /// (`DIR_INGRESS`: to the endpoint, `DIR_EGRESS`: from it) on interface `ifindex`: the
+    /// endpoint's address and port first, so that the packet and its reply share the key.
+    /// An echo request carries the echo id as its source port and a reply as its
+    /// destination port (so a request is never a reply's key); other ICMP messages and
+    /// protocols without ports carry none.
+    pub fn ct_key(&self, ifindex: u32, direction: u8) -> CtKey {
         let (sport, dport) = match self.l4 {
             L4::Tcp { sport, dport, .. } | L4::Udp { sport, dport } | L4::Sctp { sport, dport } => {
                 (sport, dport)
@@ -146,20 +148,20 @@ impl Packet {
         };
         let (family, saddr) = address(self.src);
         let (_, daddr) = address(self.dst);
-        let key = CtKey {
-            endpoint_id,
+        let ((ep_addr, ep_port), (peer_addr, peer_port)) = if direction == DIR_INGRESS {
+            ((daddr, dport), (saddr, sport))
+        } else {
+            ((saddr, sport), (daddr, dport))
+        };
+        CtKey {
+            ifindex,
             family,
             proto: self.proto(),
             pad: 0,
-            saddr,
-            daddr,
-            sport: sport.to_be(),
-            dport: dport.to_be(),
-        };
-        if reverse {
-            CtKey { saddr: daddr, daddr: saddr, sport: key.dport, dport: key.sport, ..key }
-        } else {
-            key
+            ep_addr,
+            peer_addr,
+            ep_port: ep_port.to_be(),
+            peer_port: peer_port.to_be(),
         }
     }
 

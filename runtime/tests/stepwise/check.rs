@@ -151,14 +151,14 @@ pub fn record(h: &mut Harness, state: &MapState, probes: &[Probe]) -> Result<Vec
 /// policy too.
 fn judge(h: &mut Harness, probe: &Probe) -> Result<Verdict, String> {
     let verdict = h.run(probe.hook, &probe.packet.frame());
-    h.forget(&probe.packet);
+    h.forget(probe.hook, &probe.packet);
     verdict
 }
 
-/// A flow the old state allowed, with the conntrack entries its first packet opened: a
+/// A flow the old state allowed, with the conntrack entry its first packet opened: a
 /// later packet of it passes on the cached verdict until the flip, and is judged by the
-/// new state's policy from the flip on; its reply passes on the reply entry throughout
-/// (unless the interface is bound to another endpoint, whose entries these are not).
+/// new state's policy from the flip on; its reply passes on the entry throughout
+/// (unless the interface is bound to another endpoint, whose entry this is not).
 struct Established {
     next: Probe,
     reply: Probe,
@@ -339,7 +339,7 @@ fn step_through(
     Ok(flipped)
 }
 
-/// The established flow's next packet and reply, each with the entries as opened.
+/// The established flow's next packet and reply, each with the entry as opened.
 fn check_established(h: &mut Harness, e: &Established, flipped: bool, wrong: &mut Vec<String>) {
     let next = if flipped { e.new_next } else { Verdict::quiet(Reason::PassEstablished) };
     let reply =
@@ -442,7 +442,7 @@ fn establish_new(
     })
 }
 
-/// Settled at the old state: opens the flow and keeps the two entries its packet opened.
+/// Settled at the old state: opens the flow and keeps the entry its packet opened.
 fn establish_old(
     h: &mut Harness,
     case: &Case,
@@ -461,17 +461,12 @@ fn establish_old(
         ));
     }
     let id = case.old.endpoints.get(&LOOPBACK).map_or(0, |e| e.endpoint_id);
-    for reverse in [false, true] {
-        let key = probe.packet.ct_key(id, reverse);
-        let value = h.conntrack(key).ok_or_else(|| {
-            format!(
-                "{} opened no {} entry",
-                probe.describe(),
-                ["forward", "reply"][reverse as usize]
-            )
-        })?;
-        e.entries.push((key, value));
+    let key = probe.packet.ct_key(LOOPBACK, probe.hook.direction());
+    let value = h.conntrack(key).ok_or_else(|| format!("{} opened no entry", probe.describe()))?;
+    if (value.endpoint_id, value.direction) != (id, probe.hook.direction()) {
+        return Err(format!("{} opened {value:?}, not endpoint {id}'s", probe.describe()));
     }
+    e.entries.push((key, value));
     h.delete_conntrack(&e.entries);
     Ok(())
 }

@@ -46,6 +46,14 @@ impl Hook {
         }
     }
 
+    /// The direction of the packets the program sees (`DIR_*`), as conntrack keys them.
+    pub fn direction(self) -> u8 {
+        match self {
+            Hook::FromEndpoint => datapath::DIR_EGRESS,
+            Hook::ToEndpoint => datapath::DIR_INGRESS,
+        }
+    }
+
     pub fn opposite(self) -> Hook {
         match self {
             Hook::FromEndpoint => Hook::ToEndpoint,
@@ -251,18 +259,11 @@ impl Harness {
         self.maps.len(MapName::Conntrack).expect("counting conntrack") == 0
     }
 
-    /// Deletes the two entries `packet` can have opened at the endpoint the live
-    /// generation binds at the interface, so that the next packet is judged by policy.
-    pub fn forget(&mut self, packet: &Packet) {
-        let slot = datapath::slot_of(self.generation());
-        let id = match self.maps.get(&MapKey::Endpoint(LOOPBACK)).expect("reading an endpoint") {
-            Some(MapEntry::Endpoint(_, info)) => info.slot[slot].endpoint_id,
-            _ => return,
-        };
-        for reverse in [false, true] {
-            let key = MapKey::Conntrack(packet.ct_key(id, reverse));
-            self.maps.delete(&key).expect("deleting a conntrack entry");
-        }
+    /// Deletes the entry `packet`, run through `hook`, can have opened, so that the next
+    /// packet is judged by policy.
+    pub fn forget(&mut self, hook: Hook, packet: &Packet) {
+        let key = MapKey::Conntrack(packet.ct_key(LOOPBACK, hook.direction()));
+        self.maps.delete(&key).expect("deleting a conntrack entry");
     }
 
     /// The conntrack entry at `key`.
