@@ -196,6 +196,26 @@ static __always_inline __u32 word_of_halves(__u16 a, __u16 b)
 	return u.word;
 }
 
+static __always_inline __u16 word_of_bytes(__u8 a, __u8 b)
+{
+	union {
+		__u8 bytes[2];
+		__u16 half;
+	} u = { .bytes = { a, b } };
+
+	return u.half;
+}
+
+static __always_inline __u64 pair_of(__u32 a, __u32 b)
+{
+	union {
+		__u32 words[2];
+		__u64 pair;
+	} u = { .words = { a, b } };
+
+	return u.pair;
+}
+
 /* What a step returns when it has not decided. No reason is zero. */
 #define POLICYC_CONTINUE 0
 
@@ -877,17 +897,18 @@ static __always_inline int ct_check(const struct endpoint_policy *eps, struct ct
 static __always_inline void ct_open(const struct ct_key *key, const struct endpoint_policy *eps,
                                     __u32 row, __u8 dir, __u32 rule, __u32 gen)
 {
-	struct ct_value value = {
-		.last_seen = ct_now(),
-		.rule = rule,
-		.generation = gen,
-		.checked = gen,
-		.endpoint_id = eps->endpoint_id,
-		.metrics_row = row,
-		.direction = dir,
-	};
+	/* Stored in 64-bit words, which is how the kernel copies it into the map (see
+	 * word_of()): last_seen and rule, generation and checked, then endpoint_id,
+	 * metrics_row, direction and flags. */
+	union {
+		struct ct_value value;
+		__u64 words[3];
+	} entry;
 
-	bpf_map_update_elem(&policyc_ct, key, &value, BPF_ANY);
+	entry.words[0] = pair_of(ct_now(), rule);
+	entry.words[1] = pair_of(gen, gen);
+	entry.words[2] = pair_of(eps->endpoint_id, word_of_halves(row, word_of_bytes(dir, 0)));
+	bpf_map_update_elem(&policyc_ct, key, &entry.value, BPF_ANY);
 }
 
 /* The peer's security identity in slot: its exact address in the hosts map, else its
