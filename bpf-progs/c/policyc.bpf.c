@@ -721,11 +721,20 @@ static __always_inline int ct_established(struct ct_value *ct, __u8 proto, __u8 
 	return reason;
 }
 
-/* The conntrack lookup of a packet, when the established path made it: found is the
- * entry or NULL, and done says whether the lookup was made at all. */
-struct ct_lookup {
-	struct ct_value *found;
-	int done;
+/*
+ * What the established path learnt of a plain packet that it did not decide, handed to the
+ * full path so that it is neither parsed nor looked up twice: the conntrack key, the ports
+ * in the packet's own order and the TCP flags, and the entry if it was looked up.
+ */
+struct prelude {
+	struct ct_key key;
+	struct ct_value *found; /* the entry, or NULL; only if looked_up */
+	__be16 sport;
+	__be16 dport;
+	__u8 plain;     /* 1: a plain TCP or UDP packet, whose fields below are set */
+	__u8 looked_up; /* 1: found is the result of the conntrack lookup */
+	__u8 tcp_flags;
+	__u8 pad;
 };
 
 /*
@@ -737,19 +746,20 @@ struct ct_lookup {
  * "Datapath per packet"). Every check the full path makes of such a packet before it
  * could pass is made here too, so a packet this path passes is one the full path would
  * pass for the same reason; every other packet, including any this path finds malformed,
- * returns POLICYC_CONTINUE and goes the full way, which then reports its own reason. The
- * lookup, if made, is handed on in lookup so that the full path does not repeat it: both
- * paths build the same key for these packets.
+ * returns POLICYC_CONTINUE and goes the full way, which then reports its own reason. What
+ * it read of a plain packet it did not decide (a SYN, a flow without an entry, or with a
+ * stale one) is handed on in pre, so that the full path neither parses nor looks it up
+ * again.
  */
 static __always_inline int established_path(struct __sk_buff *skb, __u8 dir, __u32 gen, __u32 *row,
-                                            struct ct_lookup *lookup)
+                                            struct prelude *pre)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
+	struct ct_key *key = &pre->key;
 	__u8 proto, tcp_flags = 0;
 	__be16 sport, dport;
-	struct ct_key key;
 	struct ct_value *ct;
 	__u32 off, end;
 
@@ -757,8 +767,8 @@ static __always_inline int established_path(struct __sk_buff *skb, __u8 dir, __u
 		return POLICYC_CONTINUE;
 	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *ip = (void *)(eth + 1);
-		__u32 *ep = (__u32 *)key.ep_addr;
-		__u32 *peer = (__u32 *)key.peer_addr;
+		__u32 *ep = (__u32 *)key->ep_addr;
+		__u32 *peer = (__u32 *)key->peer_addr;
 
 		if ((void *)(ip + 1) > data_end)
 			return POLICYC_CONTINUE;
@@ -769,7 +779,7 @@ static __always_inline int established_path(struct __sk_buff *skb, __u8 dir, __u
 		proto = ip->protocol;
 		off = ETH_HLEN + sizeof(*ip);
 		end = ETH_HLEN + bpf_ntohs(ip->tot_len);
-		*(__u32 *)&key.family = word_of(POLICYC_FAMILY_IPV4, proto, 0);
+		*(__u32 *)&key->family = word_of(POLICYC_FAMILY_IPV4, proto, 0);
 		ep[0] = dir == POLICYC_DIR_INGRESS ? ip->daddr : ip->saddr;
 		peer[0] = dir == POLICYC_DIR_INGRESS ? ip->saddr : ip->daddr;
 		ep[1] = ep[2] = ep[3] = 0;
@@ -785,13 +795,13 @@ static __always_inline int established_path(struct __sk_buff *skb, __u8 dir, __u
 		proto = ip->nexthdr;
 		off = ETH_HLEN + sizeof(*ip);
 		end = off + bpf_ntohs(ip->payload_len);
-		*(__u32 *)&key.family = word_of(POLICYC_FAMILY_IPV6, proto, 0);
+		*(__u32 *)&key->family = word_of(POLICYC_FAMILY_IPV6, proto, 0);
 		if (dir == POLICYC_DIR_INGRESS) {
-			__builtin_memcpy(key.ep_addr, &ip->daddr, 16);
-			__builtin_memcpy(key.peer_addr, &ip->saddr, 16);
+			__builtin_memcpy(key->ep_addr, &ip->daddr, 16);
+			__builtin_memcpy(key->peer_addr, &ip->saddr, 16);
 		} else {
-			__builtin_memcpy(key.ep_addr, &ip->saddr, 16);
-			__builtin_memcpy(key.peer_addr, &ip->daddr, 16);
+			__builtin_memcpy(key->ep_addr, &ip->saddr, 16);
+			__builtin_memcpy(key->peer_addr, &ip->daddr, 16);
 		}
 	} else {
 		return POLICYC_CONTINUE;
@@ -810,17 +820,21 @@ static __always_inline int established_path(struct __sk_buff *skb, __u8 dir, __u
 		if (data + off + sizeof(struct tcphdr) > data_end)
 			return POLICYC_CONTINUE;
 		tcp_flags = *(__u8 *)(data + off + 13);
-		/* A SYN is always judged by policy (ct_check()). */
-		if ((tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN)
-			return POLICYC_CONTINUE;
 	}
-	key.ifindex = skb->ifindex;
-	*(__u32 *)&key.ep_port = dir == POLICYC_DIR_INGRESS ? word_of_halves(dport, sport)
-	                                                    : word_of_halves(sport, dport);
+	key->ifindex = skb->ifindex;
+	*(__u32 *)&key->ep_port = dir == POLICYC_DIR_INGRESS ? word_of_halves(dport, sport)
+	                                                     : word_of_halves(sport, dport);
+	pre->sport = sport;
+	pre->dport = dport;
+	pre->tcp_flags = tcp_flags;
+	pre->plain = 1;
 
-	ct = bpf_map_lookup_elem(&policyc_ct, &key);
-	lookup->found = ct;
-	lookup->done = 1;
+	/* A SYN is always judged by policy (ct_check()). */
+	if ((tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN)
+		return POLICYC_CONTINUE;
+	ct = bpf_map_lookup_elem(&policyc_ct, key);
+	pre->found = ct;
+	pre->looked_up = 1;
 	if (!ct)
 		return POLICYC_CONTINUE;
 	return ct_established(ct, proto, tcp_flags, dir, gen, row);
@@ -1091,62 +1105,91 @@ static __always_inline const struct endpoint_policy *endpoint_of(__u32 ifindex, 
 	return eps->endpoint_id != 0 ? eps : NULL;
 }
 
+/* Fills the event and flow of a plain packet from what the established path read of it:
+ * what parse_ipv4() or parse_ipv6() and parse_l4() would have. */
+static __always_inline void plain_packet(const struct prelude *pre, struct event *ev,
+                                         struct flow *flow, __u8 dir)
+{
+	const __u8 *src = dir == POLICYC_DIR_INGRESS ? pre->key.peer_addr : pre->key.ep_addr;
+	const __u8 *dst = dir == POLICYC_DIR_INGRESS ? pre->key.ep_addr : pre->key.peer_addr;
+
+	ev->family = pre->key.family;
+	ev->proto = pre->key.proto;
+	__builtin_memcpy(ev->saddr, src, 16);
+	__builtin_memcpy(ev->daddr, dst, 16);
+	ev->sport = bpf_ntohs(pre->sport);
+	ev->dport = bpf_ntohs(pre->dport);
+	flow->ct_sport = pre->sport;
+	flow->ct_dport = pre->dport;
+	flow->policy_port = ev->dport;
+	flow->has_port = 1;
+	flow->tcp_flags = pre->tcp_flags;
+}
+
 /*
- * Runs steps 2 to 6 of the header comment and returns the reason of the decision, with the
- * interface's metrics row in row. skb->ifindex is the host-side interface in both
- * directions: the device a frame arrived on at tc ingress, and the device it leaves by at
- * tc egress.
+ * Runs steps 2 to 6 of the header comment for a packet the established path did not
+ * decide, and returns the reason of the decision, with the interface's metrics row in
+ * row. skb->ifindex is the host-side interface in both directions: the device a frame
+ * arrived on at tc ingress, and the device it leaves by at tc egress.
  */
 static __always_inline int judge(struct __sk_buff *skb, struct event *ev, __u8 dir, __u32 gen,
-                                 __u32 *row, const struct ct_lookup *lookup)
+                                 __u32 *row, struct prelude *pre)
 {
 	__u32 ifindex = skb->ifindex;
 	const struct endpoint_policy *eps;
 	struct ct_value *ct = NULL;
-	struct ct_key key;
+	const struct ct_key *key;
+	struct ct_key parsed_key;
 	struct ethhdr *eth;
 	void *data_end;
 	struct flow flow;
 	__be16 l3;
-	int ret;
-
-	pull_headers(skb, ETH_HLEN);
-	eth = (void *)(long)skb->data;
-	data_end = (void *)(long)skb->data_end;
-	if ((void *)(eth + 1) > data_end) {
-		endpoint_of(ifindex, gen, row);
-		return POLICYC_DROP_MALFORMED;
-	}
-	l3 = eth->h_proto;
-	if (l3 != bpf_htons(ETH_P_IP) && l3 != bpf_htons(ETH_P_IPV6)) {
-		endpoint_of(ifindex, gen, row);
-		return POLICYC_PASS_NOT_IP;
-	}
+	int ret = POLICYC_CONTINUE;
 
 	__builtin_memset(&flow, 0, sizeof(flow));
-	if (l3 == bpf_htons(ETH_P_IP))
-		ret = parse_ipv4(skb, ev, &flow);
-	else
-		ret = parse_ipv6(skb, ev, &flow);
+	if (pre->plain) {
+		plain_packet(pre, ev, &flow, dir);
+		key = &pre->key;
+	} else {
+		pull_headers(skb, ETH_HLEN);
+		eth = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
+		if ((void *)(eth + 1) > data_end) {
+			endpoint_of(ifindex, gen, row);
+			return POLICYC_DROP_MALFORMED;
+		}
+		l3 = eth->h_proto;
+		if (l3 != bpf_htons(ETH_P_IP) && l3 != bpf_htons(ETH_P_IPV6)) {
+			endpoint_of(ifindex, gen, row);
+			return POLICYC_PASS_NOT_IP;
+		}
+		if (l3 == bpf_htons(ETH_P_IP))
+			ret = parse_ipv4(skb, ev, &flow);
+		else
+			ret = parse_ipv6(skb, ev, &flow);
+		ct_key_of(&parsed_key, ifindex, ev->family, ev->proto, ev->saddr, ev->daddr,
+		          flow.ct_sport, flow.ct_dport, dir);
+		key = &parsed_key;
+	}
 
 	/*
-	 * The established path (step 5 before step 3): a packet of a flow whose entry vouches
-	 * for it is decided without its endpoint. A later fragment has no ports to look up,
-	 * link-local ICMPv6 and a SYN never use conntrack, and a first fragment must also be
-	 * recorded for its followers, which needs the endpoint.
+	 * Step 5 before step 3, for the packets the established path did not see: a packet of
+	 * a flow whose entry vouches for it is decided without its endpoint. A later fragment
+	 * has no ports to look up, link-local ICMPv6 and a SYN never use conntrack, and a
+	 * first fragment must also be recorded for its followers, which needs the endpoint.
+	 * An entry the established path found and did not take is not taken here either.
 	 */
-	ct_key_of(&key, ifindex, ev->family, ev->proto, ev->saddr, ev->daddr, flow.ct_sport,
-	          flow.ct_dport, dir);
 	if (ret == POLICYC_CONTINUE && flow.frag != FRAG_LATER && !flow.link_local) {
-		if (lookup->done)
-			ct = lookup->found;
-		else if ((flow.tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) != TCP_FLAG_SYN)
-			ct = bpf_map_lookup_elem(&policyc_ct, &key);
-		if (ct && flow.frag == FRAG_NONE) {
-			ret = ct_established(ct, ev->proto, flow.tcp_flags, dir, gen, row);
-			if (ret != POLICYC_CONTINUE) {
-				ev->rule = ct->rule;
-				return ret;
+		if (pre->looked_up) {
+			ct = pre->found;
+		} else if ((flow.tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) != TCP_FLAG_SYN) {
+			ct = bpf_map_lookup_elem(&policyc_ct, key);
+			if (ct && flow.frag == FRAG_NONE) {
+				ret = ct_established(ct, ev->proto, flow.tcp_flags, dir, gen, row);
+				if (ret != POLICYC_CONTINUE) {
+					ev->rule = ct->rule;
+					return ret;
+				}
 			}
 		}
 	}
@@ -1167,7 +1210,7 @@ static __always_inline int judge(struct __sk_buff *skb, struct event *ev, __u8 d
 
 	ret = ct_check(eps, ct, ev, &flow, ifindex, dir, gen);
 	if (ret == POLICYC_CONTINUE)
-		ret = enforce_policy(eps, ev, &flow, &key, *row, dir, gen);
+		ret = enforce_policy(eps, ev, &flow, key, *row, dir, gen);
 	if (ret > 0 && flow.frag == FRAG_FIRST)
 		frag_record(eps->endpoint_id, ev, &flow, ret);
 	return ret;
@@ -1233,7 +1276,7 @@ static __noinline int send_event(const struct event *ev, __u32 rate, __u32 burst
  * flows are reported, and negative reasons drop. */
 static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 {
-	struct ct_lookup lookup = { NULL, 0 };
+	struct prelude pre;
 	const struct config *cfg;
 	struct event ev;
 	__u32 zero = 0;
@@ -1244,6 +1287,9 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	__u32 row = 0;
 	int reason;
 
+	pre.found = NULL;
+	pre.plain = 0;
+	pre.looked_up = 0;
 	cfg = bpf_map_lookup_elem(&policyc_config, &zero);
 	if (cfg) {
 		/* Once per packet: every lookup below uses this generation's slot. */
@@ -1253,7 +1299,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		burst = cfg->event_burst;
 	}
 
-	reason = established_path(skb, dir, gen, &row, &lookup);
+	reason = established_path(skb, dir, gen, &row, &pre);
 	if (reason != POLICYC_CONTINUE) {
 		if (row >= POLICYC_ENDPOINTS_MAX)
 			row = 0;
@@ -1263,7 +1309,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 
 	__builtin_memset(&ev, 0, sizeof(ev));
 	ev.direction = dir;
-	reason = judge(skb, &ev, dir, gen, &row, &lookup);
+	reason = judge(skb, &ev, dir, gen, &row, &pre);
 
 	if (row >= POLICYC_ENDPOINTS_MAX)
 		row = 0;
