@@ -53,93 +53,37 @@ pub fn check(kernel: &mut Kernel, tally: &mut Tally) {
     };
     let syn6 = Packet { src: ip(CLIENT_V6), dst: ip(SERVER_V6), ..syn };
     let udp = Packet { l4: L4::Udp { sport: 40021, dport: 53 }, ..syn };
-    let sctp = Packet { l4: L4::Sctp { sport: 40022, dport: 80 }, ..syn };
-    let ping = Packet { l4: L4::Icmp { kind: packet::ECHO_REQUEST, id: 9 }, ..syn };
-    let ping6 = Packet { l4: L4::Icmp { kind: packet::ECHO_REQUEST_V6, id: 9 }, ..syn6 };
-    let (frame, frame6) = (syn.frame(), syn6.frame());
-    let total = (frame.len() - ETH_HLEN) as u16;
-    let mut ihl4 = frame.clone();
-    ihl4[ETH_HLEN] = 0x44;
-    packet::reseal_ipv4(&mut ihl4[ETH_HLEN..]);
-    // Fifteen words of header (40 bytes of options) in a 48-byte packet: options cut short.
-    let mut options_cut = frame.clone();
-    options_cut[ETH_HLEN] = 0x4f;
-    packet::reseal_ipv4(&mut options_cut[ETH_HLEN..]);
-    let mut version6 = frame.clone();
-    version6[ETH_HLEN] = 0x65;
-    let mut version4 = frame6.clone();
-    version4[ETH_HLEN] = 0x40;
-    let payload6 = (frame6.len() - ETH_HLEN - 40) as u16;
-    let cut = |p: &Packet, len: usize| match p.src {
-        std::net::IpAddr::V4(_) => packet::ipv4_frame(p, 0, 0, &p.l4_bytes()[..len]),
-        std::net::IpAddr::V6(_) => packet::ipv6_frame(p, p.proto(), &[], &p.l4_bytes()[..len]),
-    };
-    let past_payload =
-        packet::ipv6_frame(&syn6, HOP_BY_HOP, &packet::extension(HOP_BY_HOP, TCP, 3)[..8], &[]);
-
-    let cases: Vec<(&str, Vec<u8>, Reason)> = vec![
-        ("IPv4 header cut short", frame[..ETH_HLEN + 10].to_vec(), Reason::DropMalformed),
-        ("IPv4 header length below 5 words", ihl4, Reason::DropMalformed),
-        ("IPv4 options cut short", options_cut, Reason::DropMalformed),
-        ("IPv4 ethertype with an IPv6 header", version6, Reason::DropMalformed),
-        (
-            "IPv4 total length past the frame",
-            with_total_length(frame.clone(), total + 10),
-            Reason::DropMalformed,
-        ),
-        (
-            "IPv4 total length inside its header",
-            with_total_length(frame.clone(), 16),
-            Reason::DropMalformed,
-        ),
-        (
-            "IPv4 total length 0 without GSO",
-            with_total_length(frame.clone(), 0),
-            Reason::DropMalformed,
-        ),
-        ("TCP header cut short", cut(&syn, 10), Reason::DropMalformed),
-        ("TCP header cut by the frame", frame[..ETH_HLEN + 30].to_vec(), Reason::DropMalformed),
-        ("UDP header cut short", cut(&udp, 4), Reason::DropMalformed),
-        ("SCTP common header cut short", cut(&sctp, 8), Reason::DropMalformed),
-        ("ICMP header cut short", cut(&ping, 4), Reason::DropMalformed),
-        ("ICMPv6 header cut short", cut(&ping6, 4), Reason::DropMalformed),
-        ("IPv6 header cut short", frame6[..ETH_HLEN + 30].to_vec(), Reason::DropMalformed),
-        ("IPv6 ethertype with an IPv4 version", version4, Reason::DropMalformed),
-        (
-            "IPv6 payload length past the frame",
-            with_payload_length(frame6.clone(), payload6 + 8),
-            Reason::DropMalformed,
-        ),
-        (
-            "IPv6 payload length 0 without GSO",
-            with_payload_length(frame6.clone(), 0),
-            Reason::DropMalformed,
-        ),
-        ("IPv6 extension header past the payload", past_payload, Reason::DropMalformed),
-        (
-            "IPv6 chain of nine extension headers",
-            packet::ipv6_frame(&syn6, DEST_OPTIONS, &options_chain(9, TCP), &syn6.l4_bytes()),
-            Reason::DropUnsupportedL3,
-        ),
-    ];
     kernel.bind(Some(client));
-    for (what, frame, expected) in &cases {
-        match kernel.run_with(Hook::FromEndpoint, frame, None, ROW) {
-            Ok(outcome) => {
-                tally.count(format!("malformed: {}", expected.label()));
-                expect(&outcome, *expected, &format!("malformed: {what}"), tally);
-            }
-            // Linux 6.18 refuses to run a frame whose ethertype is IP but whose IP header
-            // is cut short (EINVAL): the datapath's own check of that is only reachable
-            // on a real interface.
-            Err(ProgramError::SyscallError(e))
-                if e.io_error.raw_os_error() == Some(libc::EINVAL)
-                    && frame.len() < ETH_HLEN + 40 =>
-            {
-                tally.count("malformed: (IP header cut short: refused by BPF_PROG_TEST_RUN)");
-            }
-            Err(e) => tally.fail(format!("malformed: {what}: the test run failed: {e:?}")),
-        }
+    run_cases(kernel, "malformed", &malformed_cases(&syn, &syn6, &udp), tally);
+
+    // The same frames as later packets of flows the client has open. The established path
+    // decides such packets from their conntrack entry before the full parser runs, so it
+    // must refuse every one of them just as the full path does; the well-formed ACK and
+    // datagram show that the entries are there.
+    let (ack, ack6) = (syn.next(), syn6.next());
+    let opened = [(syn, Reason::PassPolicy), (syn6, Reason::PassPolicy), (udp, Reason::PassPolicy)];
+    for (packet, expected) in opened {
+        let outcome = kernel.run_with(Hook::FromEndpoint, &packet.frame(), None, ROW);
+        let outcome = outcome.expect("a test run");
+        expect(&outcome, expected, &format!("malformed: opening {}", packet.describe()), tally);
+    }
+    for (packet, expected) in [
+        (ack, Reason::PassEstablished),
+        (ack6, Reason::PassEstablished),
+        (udp, Reason::PassEstablished),
+    ] {
+        let outcome = kernel.run_with(Hook::FromEndpoint, &packet.frame(), None, ROW);
+        let outcome = outcome.expect("a test run");
+        expect(
+            &outcome,
+            expected,
+            &format!("malformed: {} of an open flow", packet.describe()),
+            tally,
+        );
+    }
+    run_cases(kernel, "malformed, open flow", &malformed_cases(&ack, &ack6, &udp), tally);
+    for packet in [syn, syn6, udp] {
+        kernel.take_ct(&packet.ct_key(LOOPBACK, DIR_EGRESS));
     }
 
     // Unusual but well-formed: judged as their plain form is, by the reference.
@@ -285,4 +229,112 @@ pub fn check_not_ip_and_unbound(kernel: &mut Kernel, tally: &mut Tally) {
     expect(&outcome, Reason::PassPolicy, "bound in the live slot", tally);
     tally.count("unbound: no_endpoint");
     tally.count("unbound: policy");
+}
+
+/// Malformed frames made from `tcp`, `tcp6` (TCP packets, IPv4 and IPv6) and `udp`, and
+/// the reason the datapath must give each.
+fn malformed_cases(
+    tcp: &Packet,
+    tcp6: &Packet,
+    udp: &Packet,
+) -> Vec<(&'static str, Vec<u8>, Reason)> {
+    let (tcp, tcp6, udp) = (*tcp, *tcp6, *udp);
+    let sctp = Packet { l4: L4::Sctp { sport: 40022, dport: 80 }, ..tcp };
+    let ping = Packet { l4: L4::Icmp { kind: packet::ECHO_REQUEST, id: 9 }, ..tcp };
+    let ping6 = Packet { l4: L4::Icmp { kind: packet::ECHO_REQUEST_V6, id: 9 }, ..tcp6 };
+    let (frame, frame6) = (tcp.frame(), tcp6.frame());
+    let total = (frame.len() - ETH_HLEN) as u16;
+    let mut ihl4 = frame.clone();
+    ihl4[ETH_HLEN] = 0x44;
+    packet::reseal_ipv4(&mut ihl4[ETH_HLEN..]);
+    // Fifteen words of header (40 bytes of options) in a 48-byte packet: options cut short.
+    let mut options_cut = frame.clone();
+    options_cut[ETH_HLEN] = 0x4f;
+    packet::reseal_ipv4(&mut options_cut[ETH_HLEN..]);
+    let mut version6 = frame.clone();
+    version6[ETH_HLEN] = 0x65;
+    let mut version4 = frame6.clone();
+    version4[ETH_HLEN] = 0x40;
+    let payload6 = (frame6.len() - ETH_HLEN - 40) as u16;
+    let cut = |p: &Packet, len: usize| match p.src {
+        std::net::IpAddr::V4(_) => packet::ipv4_frame(p, 0, 0, &p.l4_bytes()[..len]),
+        std::net::IpAddr::V6(_) => packet::ipv6_frame(p, p.proto(), &[], &p.l4_bytes()[..len]),
+    };
+    let past_payload =
+        packet::ipv6_frame(&tcp6, HOP_BY_HOP, &packet::extension(HOP_BY_HOP, TCP, 3)[..8], &[]);
+
+    let cases: Vec<(&str, Vec<u8>, Reason)> = vec![
+        ("IPv4 header cut short", frame[..ETH_HLEN + 10].to_vec(), Reason::DropMalformed),
+        ("IPv4 header length below 5 words", ihl4, Reason::DropMalformed),
+        ("IPv4 options cut short", options_cut, Reason::DropMalformed),
+        ("IPv4 ethertype with an IPv6 header", version6, Reason::DropMalformed),
+        (
+            "IPv4 total length past the frame",
+            with_total_length(frame.clone(), total + 10),
+            Reason::DropMalformed,
+        ),
+        (
+            "IPv4 total length inside its header",
+            with_total_length(frame.clone(), 16),
+            Reason::DropMalformed,
+        ),
+        (
+            "IPv4 total length 0 without GSO",
+            with_total_length(frame.clone(), 0),
+            Reason::DropMalformed,
+        ),
+        ("TCP header cut short", cut(&tcp, 10), Reason::DropMalformed),
+        ("TCP header cut by the frame", frame[..ETH_HLEN + 30].to_vec(), Reason::DropMalformed),
+        ("UDP header cut short", cut(&udp, 4), Reason::DropMalformed),
+        ("SCTP common header cut short", cut(&sctp, 8), Reason::DropMalformed),
+        ("ICMP header cut short", cut(&ping, 4), Reason::DropMalformed),
+        ("ICMPv6 header cut short", cut(&ping6, 4), Reason::DropMalformed),
+        ("IPv6 header cut short", frame6[..ETH_HLEN + 30].to_vec(), Reason::DropMalformed),
+        ("IPv6 ethertype with an IPv4 version", version4, Reason::DropMalformed),
+        (
+            "IPv6 payload length past the frame",
+            with_payload_length(frame6.clone(), payload6 + 8),
+            Reason::DropMalformed,
+        ),
+        (
+            "IPv6 payload length 0 without GSO",
+            with_payload_length(frame6.clone(), 0),
+            Reason::DropMalformed,
+        ),
+        ("IPv6 extension header past the payload", past_payload, Reason::DropMalformed),
+        (
+            "IPv6 chain of nine extension headers",
+            packet::ipv6_frame(&tcp6, DEST_OPTIONS, &options_chain(9, TCP), &tcp6.l4_bytes()),
+            Reason::DropUnsupportedL3,
+        ),
+    ];
+    cases
+}
+
+/// Runs each case through the client's egress and checks its reason.
+fn run_cases(
+    kernel: &mut Kernel,
+    label: &str,
+    cases: &[(&str, Vec<u8>, Reason)],
+    tally: &mut Tally,
+) {
+    for (what, frame, expected) in cases {
+        match kernel.run_with(Hook::FromEndpoint, frame, None, ROW) {
+            Ok(outcome) => {
+                tally.count(format!("{label}: {}", expected.label()));
+                expect(&outcome, *expected, &format!("{label}: {what}"), tally);
+            }
+            // Linux 6.18 refuses to run a frame whose ethertype is IP but whose IP header
+            // is cut short (EINVAL): the datapath's own check of that is only reachable
+            // on a real interface.
+            Err(ProgramError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::EINVAL)
+                    && frame.len() < ETH_HLEN + 40 =>
+            {
+                tally
+                    .count(format!("{label}: (IP header cut short: refused by BPF_PROG_TEST_RUN)"));
+            }
+            Err(e) => tally.fail(format!("{label}: {what}: the test run failed: {e:?}")),
+        }
+    }
 }
