@@ -9,15 +9,21 @@
  *
  *   1. Generation: the live slot of every value is read once, so that the whole packet
  *      is judged against one complete state (policyc_maps.h, "Generations").
+ *   0. The established path (established_path()): a plain TCP or UDP packet of a flow
+ *      whose conntrack entry vouches for it in this generation passes on that entry
+ *      alone, before any of the steps below; nearly every packet a node carries is one.
+ *      Whatever it does not decide goes on, with what it read of the packet.
  *   2. Ethernet: frames that are neither IPv4 nor IPv6 (ARP, LLDP) pass untouched.
  *   3. Endpoint: the interface must be bound to an endpoint, or the packet is dropped.
  *   4. IP: IPv4, or IPv6 and its extension headers, then the first bytes of TCP, UDP,
  *      SCTP, ICMP or ICMPv6. A later fragment follows its first fragment's verdict.
  *      IPv6 neighbour discovery and MLD pass, as ARP does for IPv4.
- *   5. Conntrack: one lookup of the packet's own tuple finds a reply of a flow this
- *      endpoint allowed in the other direction (it passes), or a forward packet of a
- *      flow policy allowed in this generation (it passes on the cached verdict). An ICMP
- *      error about a tracked flow passes as related.
+ *   5. Conntrack: one lookup finds the packet's flow (one entry, keyed by interface and
+ *      by the tuple with the endpoint's side first): a reply of a flow this endpoint
+ *      opened in the other direction passes, and so does a forward packet of a flow
+ *      policy allowed in this generation, on the cached verdict. An ICMP error about a
+ *      tracked flow passes as related. (Made before step 3, so that an entry stamped
+ *      with this generation decides without the endpoint.)
  *   6. Policy: the peer's identity comes from the hosts map or the ipcache, then the
  *      first policy entry present in a fixed order of keys decides (policyc_maps.h). An
  *      allowed packet opens, or renews, its flow.
