@@ -52,6 +52,22 @@ PODNAME = "bench/server"
 
 STOP = False
 
+# The checkout this script belongs to: results.json records paths relative to it.
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def portable(value, root):
+    """A run's argument as results.json records it, the same on any machine: a path inside
+    the checkout relative to it, any other absolute path (the run's temporary directory,
+    a tool installed elsewhere) by its file name alone."""
+    if not isinstance(value, str) or not value.startswith("/"):
+        return value
+    path = Path(value).resolve()
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return path.name
+
 
 def log(*parts):
     print(time.strftime("%H:%M:%S"), *parts, file=sys.stderr, flush=True)
@@ -652,7 +668,8 @@ def main():
     signal.signal(signal.SIGTERM, stop)
     ctx = Context(a)
     meta = {"started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": report.machine(),
-            "command": a.command, "args": {k: v for k, v in vars(a).items()}}
+            "command": a.command,
+            "args": {k: portable(v, REPO_ROOT) for k, v in vars(a).items()}}
     start = time.monotonic()
     try:
         if "stack" in a.phases:
