@@ -5,15 +5,17 @@
  * Two programs sit on the host-side interface of every endpoint: policyc_from_ep at tc
  * ingress sees what the endpoint sends and judges it by the endpoint's egress table, and
  * policyc_to_ep at tc egress sees what the endpoint receives and judges it by its ingress
- * table. Both run the same steps, in this order:
+ * table. On a node's uplink, bound to the node's host endpoint, they are attached the
+ * other way round (policyc_to_ep at tc ingress). Both run the same steps, in this order:
  *
  *   1. Generation: the live slot of every value is read once, so that the whole packet
  *      is judged against one complete state (policyc_maps.h, "Generations").
  *   2. Ethernet: frames that are neither IPv4 nor IPv6 (ARP, LLDP) pass untouched.
  *   3. Endpoint: the interface must be bound to an endpoint, or the packet is dropped.
  *   4. IP: IPv4, or IPv6 and its extension headers, then the first bytes of TCP, UDP,
- *      SCTP, ICMP or ICMPv6. A later fragment follows its first fragment's verdict.
- *      IPv6 neighbour discovery and MLD pass, as ARP does for IPv4.
+ *      SCTP, ICMP or ICMPv6. On a host endpoint, traffic that is not the node's own
+ *      passes (POLICYC_EP_F_HOST). A later fragment follows its first fragment's
+ *      verdict. IPv6 neighbour discovery and MLD pass, as ARP does for IPv4.
  *   5. Conntrack: one lookup of the packet's own tuple finds a reply of a flow this
  *      endpoint allowed in the other direction (it passes), or a forward packet of a
  *      flow policy allowed in this generation (it passes on the cached verdict). An ICMP
@@ -895,9 +897,29 @@ static __always_inline void frag_record(__u32 endpoint_id, const struct event *e
 	bpf_map_update_elem(&policyc_frags, &key, &value, BPF_ANY);
 }
 
+/*
+ * On a host endpoint (a node's uplink, POLICYC_EP_F_HOST): whether the packet is not the
+ * node's own traffic, because its local address (the destination of a packet to the
+ * endpoint, the source of one from it) is no address the hosts map gives the host
+ * identity in this generation. Such a packet is routed to or from a pod and is judged
+ * at the pod's interface; a host policy is about the node's own connections only.
+ */
+static __always_inline int host_forwarded(const struct event *ev, __u8 dir, __u32 slot)
+{
+	const __u8 *addr = dir == POLICYC_DIR_INGRESS ? ev->daddr : ev->saddr;
+	struct ipcache_value *value;
+	struct host_key host;
+
+	__builtin_memset(&host, 0, sizeof(host));
+	host.family = ev->family;
+	__builtin_memcpy(host.addr, addr, 16);
+	value = bpf_map_lookup_elem(&policyc_hosts, &host);
+	return !value || value->identity[slot] != POLICYC_IDENTITY_HOST;
+}
+
 /* Runs steps 2 to 6 of the header comment and returns the reason of the decision. */
 static __always_inline int judge(struct __sk_buff *skb, const struct endpoint_policy *eps,
-                                 struct event *ev, __u8 dir, __u32 gen)
+                                 __u32 ep_flags, struct event *ev, __u8 dir, __u32 gen)
 {
 	struct ethhdr *eth;
 	void *data_end;
@@ -928,6 +950,9 @@ static __always_inline int judge(struct __sk_buff *skb, const struct endpoint_po
 		ret = parse_ipv6(skb, ev, &flow);
 	if (ret != POLICYC_CONTINUE)
 		return ret;
+	/* Before fragments and conntrack: forwarded traffic leaves no state here. */
+	if (ep_flags & POLICYC_EP_F_HOST && host_forwarded(ev, dir, gen & 1))
+		return POLICYC_PASS_FORWARDED;
 
 	if (flow.frag == FRAG_LATER)
 		return frag_follow(eps->endpoint_id, ev, &flow);
@@ -1033,7 +1058,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 
 	__builtin_memset(&ev, 0, sizeof(ev));
 	ev.direction = dir;
-	reason = judge(skb, eps, &ev, dir, gen);
+	reason = judge(skb, eps, ep ? ep->flags : 0, &ev, dir, gen);
 
 	if (row >= POLICYC_ENDPOINTS_MAX)
 		row = 0;

@@ -712,7 +712,7 @@ mod tests {
         let info = |live, row| EndpointInfo {
             slot: [EndpointPolicy::default(), live],
             metrics_row: row,
-            pad: 0,
+            flags: 0,
         };
         maps.live.endpoints.insert(7, info(bound, 1));
         maps.live.endpoints.insert(8, info(EndpointPolicy::default(), 2));

@@ -223,7 +223,7 @@ impl LiveMaps {
 
 /// An endpoints value.
 pub(crate) fn endpoint_info(slot: [EndpointPolicy; SLOTS], metrics_row: u32) -> EndpointInfo {
-    EndpointInfo { slot, metrics_row, pad: 0 }
+    EndpointInfo { slot, metrics_row, flags: 0 }
 }
 
 fn insert_unique<K: Ord + Copy + std::fmt::Debug, V: PartialEq + Copy>(
