@@ -166,6 +166,9 @@ pub struct InterfaceStatus {
     pub ifindex: Option<u32>,
     /// The endpoint in the live generation, if the interface is bound.
     pub endpoint: Option<EndpointPolicy>,
+    /// The interface is a node's uplink bound to its host endpoint
+    /// ([`datapath::EP_F_HOST`]): its programs are attached the other way round.
+    pub host: bool,
     /// Hooks with a link pin.
     pub links: Vec<Hook>,
     /// The interface's counters per reason (empty without an endpoint entry).
@@ -297,6 +300,8 @@ impl Node {
         for interface in bound {
             for hook in Hook::BOTH {
                 let name = interface.interface.as_str();
+                // The program for this hook: a node's uplink carries them swapped.
+                let program = hook.program_hook(interface.host);
                 match links::link_state(&self.pins, name, hook)? {
                     LinkState::Live { program_id } => {
                         // Kept only if it is this build's code over the pinned maps: as
@@ -304,17 +309,17 @@ impl Node {
                         // or else as loading this build's program shows.
                         let attached = links::program_identity(program_id)?;
                         let remembered = cache
-                            .get(hook.program())
+                            .get(program.program())
                             .filter(|(_, maps)| maps.iter().all(|id| pinned.contains(id)));
                         let ours = match remembered {
                             Some(known) if attached.as_ref() == Some(&known) => known,
-                            _ => self.loaded_identity(hook, cache)?,
+                            _ => self.loaded_identity(program, cache)?,
                         };
                         if attached == Some(ours) {
                             report.kept.push((name.to_owned(), hook));
                         } else {
                             let pins = self.pins.clone();
-                            links::replace(self.program(hook)?, &pins, name, hook)?;
+                            links::replace(self.program(program)?, program, &pins, name, hook)?;
                             report.replaced.push((name.to_owned(), hook));
                         }
                         continue;
@@ -331,7 +336,7 @@ impl Node {
                 }
                 self.load_programs()?;
                 let pins = self.pins.clone();
-                links::attach(self.program(hook)?, &pins, name, hook)?;
+                links::attach(self.program(program)?, program, &pins, name, hook)?;
                 report.attached.push((name.to_owned(), hook));
             }
         }
@@ -634,6 +639,7 @@ fn status_of(
                 name,
                 ifindex: Some(*ifindex),
                 endpoint: (bound.endpoint_id != 0).then_some(bound),
+                host: info.flags & datapath::EP_F_HOST != 0,
                 links: vec![],
                 metrics,
             },
