@@ -375,7 +375,23 @@ pub fn compile_with(sources: &Sources, bundle: &Bundle, options: &Options) -> Co
     }
     // Host endpoints: one per node that a host policy selects, solved like a pod with no
     // container port, from the host policies alone.
-    let hosts = host_endpoints(bundle, &policies);
+    let mut hosts = host_endpoints(bundle, &policies);
+    // `node/<name>` is also what a pod `<name>` of a namespace `node` is called: such a
+    // host endpoint could not be told apart when bound, so it is refused.
+    hosts.retain(|host| {
+        let taken = endpoints.iter().any(|e| e.name == host.name);
+        if taken {
+            diagnostics.push(
+                Diagnostic::new(
+                    codes::HOST_ENDPOINT_NAME_TAKEN,
+                    format!("the host endpoint of node {} would be named {}, as a pod is", host.node.meta.name.value, host.name),
+                )
+                .at(host.node.meta.name.span, "a host policy selects this node")
+                .help("rename the namespace `node` (its pods' endpoint names collide with host endpoints), or do not select this node"),
+            );
+        }
+        !taken
+    });
     let host_ids = endpoint_ids(hosts.iter().map(|h| h.name.as_str()), &mut used_ids);
     for (i, (host, endpoint_id)) in hosts.iter().zip(host_ids).enumerate() {
         let table_ids = solver.tables(&host.selecting, &[], &[], classes.len() + i, &mut out);
