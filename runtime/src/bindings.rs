@@ -263,6 +263,60 @@ pub fn ifindex_in_current_netns(name: &str) -> io::Result<u32> {
     if index == 0 { Err(io::Error::last_os_error()) } else { Ok(index) }
 }
 
+/// Every address of an interface of the current network namespace but the loopback ones:
+/// the addresses the kernel takes as the node's own (any of them, whatever interface a
+/// packet arrives on), besides those its Node object lists.
+pub fn local_addresses_in_current_netns() -> io::Result<Vec<IpAddr>> {
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs writes a list head into `list`, which is freed below.
+    if unsafe { libc::getifaddrs(&mut list) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut out = Vec::new();
+    let mut entry = list;
+    while !entry.is_null() {
+        // SAFETY: `entry` is a node of the list getifaddrs returned, not yet freed.
+        let ifa = unsafe { &*entry };
+        entry = ifa.ifa_next;
+        if ifa.ifa_addr.is_null() {
+            continue;
+        }
+        // SAFETY: a non-null ifa_addr points to a sockaddr whose family says its type.
+        let address = match i32::from(unsafe { (*ifa.ifa_addr).sa_family }) {
+            libc::AF_INET => {
+                // SAFETY: the family is AF_INET, so this is a sockaddr_in.
+                let sin = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in>() };
+                IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes())
+            }
+            libc::AF_INET6 => {
+                // SAFETY: the family is AF_INET6, so this is a sockaddr_in6.
+                let sin6 = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in6>() };
+                IpAddr::from(sin6.sin6_addr.s6_addr)
+            }
+            _ => continue,
+        };
+        if !address.is_loopback() && !out.contains(&address) {
+            out.push(address);
+        }
+    }
+    // SAFETY: `list` came from getifaddrs and is freed once, after its last use.
+    unsafe { libc::freeifaddrs(list) };
+    Ok(out)
+}
+
+/// Adds `local` to the addresses of every host endpoint of `bound`: a node's own
+/// addresses are those its Node object lists and those its interfaces have, so that no
+/// traffic to an address the Node object leaves out passes a host policy as forwarded.
+pub fn add_local_addresses(bound: &mut [BoundInterface], local: &[IpAddr]) {
+    for interface in bound.iter_mut().filter(|b| b.host) {
+        for address in local {
+            if !interface.addresses.contains(address) {
+                interface.addresses.push(*address);
+            }
+        }
+    }
+}
+
 /// The name of the interface with this ifindex in the current network namespace.
 pub fn interface_name(ifindex: u32) -> Option<String> {
     let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
@@ -434,6 +488,21 @@ mod tests {
         // Two uplinks of one node carry the same host endpoint.
         let uplinks = ["eth0=node/edge-1".parse().unwrap(), "eth1=node/edge-1".parse().unwrap()];
         assert!(resolve(&artifact, &uplinks, |_| Ok(2)).is_ok());
+    }
+
+    #[test]
+    fn a_host_endpoint_takes_the_nodes_interface_addresses_too() {
+        let artifact = with_host_endpoints();
+        let bindings = ["eth0=node/edge-1".parse().unwrap(), "pw=prod/web".parse().unwrap()];
+        let mut bound = resolve(&artifact, &bindings, |_| Ok(2)).unwrap();
+        let local: Vec<IpAddr> =
+            ["10.0.9.1", "192.0.2.77", "fe80::1"].into_iter().map(|a| a.parse().unwrap()).collect();
+        add_local_addresses(&mut bound, &local);
+        assert_eq!(bound[0].addresses, local, "listed once each, the Node's first");
+        assert!(bound[1].addresses.is_empty(), "a pod's interface takes none");
+        // The test's own namespace has addresses to list, loopback left out.
+        let here = local_addresses_in_current_netns().unwrap();
+        assert!(here.iter().all(|a| !a.is_loopback()), "{here:?}");
     }
 
     #[test]

@@ -294,6 +294,14 @@ pub enum RuntimeError {
     )]
     NoLiveArtifact { dir: PathBuf, checksum: String },
 
+    /// The addresses of the current network namespace could not be listed (for a host
+    /// endpoint, whose own addresses they are).
+    #[error("listing the addresses of the current network namespace")]
+    LocalAddresses {
+        #[source]
+        source: io::Error,
+    },
+
     /// A bound interface does not exist in the current network namespace.
     #[error("resolving interface {interface} in the current network namespace")]
     UnknownInterface {

@@ -376,7 +376,14 @@ pub fn apply(
     let _span = tracing::info_span!("apply", pin_dir = %pin_dir.display()).entered();
     let resolve = |artifact, bindings| {
         let _span = tracing::info_span!("resolve").entered();
-        bindings::resolve(artifact, bindings, bindings::ifindex_in_current_netns)
+        let mut bound = bindings::resolve(artifact, bindings, bindings::ifindex_in_current_netns)?;
+        if bound.iter().any(|b| b.host) {
+            let local = bindings::local_addresses_in_current_netns()
+                .map_err(|source| RuntimeError::LocalAddresses { source })?;
+            tracing::debug!(?local, "the node's own addresses");
+            bindings::add_local_addresses(&mut bound, &local);
+        }
+        Ok::<_, RuntimeError>(bound)
     };
     let bound = resolve(artifact, bindings)?;
     let node = Node::prepare(pin_dir)?;
