@@ -172,7 +172,7 @@ fn group_json(info: &GroupInfo) -> Value {
         Group::Workload { namespace, kind, .. } => (Some(namespace), Some(kind.clone()), None),
         Group::Pod { namespace, .. } => (Some(namespace), None, None),
         Group::Cidr(cidr) => (None, None, Some(cidr.to_string())),
-        Group::Nodes | Group::World => (None, None, None),
+        Group::Host { .. } | Group::Nodes | Group::World => (None, None, None),
     };
     let excludes: Vec<String> = info.excludes.iter().map(ToString::to_string).collect();
     json!({

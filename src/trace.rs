@@ -35,17 +35,37 @@ pub enum Place {
 }
 
 /// Resolves `spec`: an IP address, `namespace/pod`, `namespace/workload` (any pod the
-/// workload owns), or `namespace:selector` (`shop:app=web,tier in (a,b)`; the first pod
-/// in name order that matches). A selector of `key=value` terms only that matches no
-/// pod names a pod with exactly those labels, which need not exist.
+/// workload owns), `node/NODE` (a node, by its first address: its host endpoint when a
+/// host policy selects it), or `namespace:selector` (`shop:app=web,tier in (a,b)`; the
+/// first pod in name order that matches). A selector of `key=value` terms only that
+/// matches no pod names a pod with exactly those labels, which need not exist.
 pub fn resolve(spec: &str, bundle: &Bundle) -> anyhow::Result<End> {
+    let node_endpoint = |node: &policy_lang::ast::Node| {
+        format!("{}{}", compiler::HOST_ENDPOINT_PREFIX, node.meta.name.value)
+    };
     if let Ok(ip) = spec.parse::<IpAddr>() {
         let pod = bundle
             .pods
             .iter()
+            .filter(|p| !p.host_network)
             .find(|p| p.ips.iter().any(|i| i.value == ip))
-            .map(|p| format!("{}/{}", p.meta.namespace, p.meta.name.value));
+            .map(|p| format!("{}/{}", p.meta.namespace, p.meta.name.value))
+            .or_else(|| {
+                let mut nodes = bundle.nodes.iter();
+                nodes.find(|n| n.addresses.iter().any(|a| a.ip.value == ip)).map(node_endpoint)
+            });
         return Ok(End { spec: spec.into(), place: Place::Ip(ip), pod });
+    }
+    // A pod of a namespace named `node` keeps its name; a node is tried after the pods.
+    if let Some(name) = spec.strip_prefix(compiler::HOST_ENDPOINT_PREFIX)
+        && !bundle.pods.iter().any(|p| p.meta.namespace == "node" && p.meta.name.value == name)
+        && let Some(node) = bundle.nodes.iter().find(|n| n.meta.name.value == name)
+    {
+        let Some(address) = node.addresses.first() else {
+            bail!("node {name} has no address in its status");
+        };
+        let place = Place::Ip(address.ip.value);
+        return Ok(End { spec: spec.into(), place, pod: Some(node_endpoint(node)) });
     }
     let mut pods: Vec<_> = bundle.pods.iter().filter(|p| !p.host_network).collect();
     pods.sort_by(|a, b| {
@@ -77,7 +97,7 @@ pub fn resolve(spec: &str, bundle: &Bundle) -> anyhow::Result<End> {
         })
     } else {
         bail!(
-            "`{spec}` is not an IP address, `namespace/pod`, `namespace/workload` or `namespace:selector`"
+            "`{spec}` is not an IP address, `namespace/pod`, `namespace/workload`, `node/NODE` or `namespace:selector`"
         )
     };
     let Some(pod) = chosen else { bail!("no pod matches `{spec}`") };

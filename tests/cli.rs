@@ -364,3 +364,26 @@ fn trace_takes_a_label_set_no_pod_has_as_a_pod_with_exactly_those_labels() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("namespace `nope` is not in the inputs"), "{}", stderr(&out));
 }
+
+#[test]
+fn trace_takes_a_node_as_an_end_and_judges_it_by_its_host_policy() {
+    // worker-1 is selected by the host firewall of fixtures/valid: SSH only from
+    // 192.0.2.0/24, egress denied to the metadata service.
+    let trace = |from: &str, to: &str, port: &str| {
+        let out = policyc(&["trace", "fixtures/valid", "--from", from, "--to", to, "--port", port]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+    };
+    let text = trace("192.0.2.10", "node/worker-1", "22");
+    assert!(text.contains("  ingress at node/worker-1: allowed by CiliumClusterwideNetworkPolicy worker-host-firewall ingress[0] fixtures/valid/cilium-host-policy.yaml:39:11\n    compiled tables: allow"), "{text}");
+    assert!(text.ends_with("verdict: ALLOWED\n"), "{text}");
+    let text = trace("203.0.113.50", "node/worker-1", "22");
+    assert!(text.contains("  ingress at node/worker-1: denied: isolated by CiliumClusterwideNetworkPolicy worker-host-firewall and no rule allows it\n    compiled tables: drop (no entry matches)"), "{text}");
+    assert!(text.ends_with("verdict: DENIED\n"), "{text}");
+    // By address too, and as the source.
+    let text = trace("10.0.1.21", "169.254.169.254", "80");
+    assert!(text.contains("  egress at node/worker-1: denied by CiliumClusterwideNetworkPolicy worker-host-firewall egressDeny[0]"), "{text}");
+    // A node no host policy selects is no endpoint.
+    let text = trace("203.0.113.50", "node/node-a", "22");
+    assert!(text.contains("nothing enforces this flow here"), "{text}");
+}

@@ -5,7 +5,8 @@
  * Two programs sit on the host-side interface of every endpoint: policyc_from_ep at tc
  * ingress sees what the endpoint sends and judges it by the endpoint's egress table, and
  * policyc_to_ep at tc egress sees what the endpoint receives and judges it by its ingress
- * table. Both run the same steps, in this order:
+ * table. On a node's uplink, bound to the node's host endpoint, they are attached the
+ * other way round (policyc_to_ep at tc ingress). Both run the same steps, in this order:
  *
  *   1. Generation: the live slot of every value is read once, so that the whole packet
  *      is judged against one complete state (policyc_maps.h, "Generations").
@@ -16,8 +17,9 @@
  *   2. Ethernet: frames that are neither IPv4 nor IPv6 (ARP, LLDP) pass untouched.
  *   3. Endpoint: the interface must be bound to an endpoint, or the packet is dropped.
  *   4. IP: IPv4, or IPv6 and its extension headers, then the first bytes of TCP, UDP,
- *      SCTP, ICMP or ICMPv6. A later fragment follows its first fragment's verdict.
- *      IPv6 neighbour discovery and MLD pass, as ARP does for IPv4.
+ *      SCTP, ICMP or ICMPv6. On a host endpoint, traffic that is not the node's own
+ *      passes (POLICYC_EP_F_HOST). A later fragment follows its first fragment's
+ *      verdict. IPv6 neighbour discovery and MLD pass, as ARP does for IPv4.
  *   5. Conntrack: one lookup finds the packet's flow (one entry, keyed by interface and
  *      by the tuple with the endpoint's side first): a reply of a flow this endpoint
  *      opened in the other direction passes, and so does a forward packet of a flow
@@ -1096,10 +1098,31 @@ static __always_inline void frag_record(__u32 endpoint_id, const struct event *e
 	bpf_map_update_elem(&policyc_frags, &key, &value, BPF_ANY);
 }
 
+/*
+ * On a host endpoint (a node's uplink, POLICYC_EP_F_HOST): whether the packet is not the
+ * node's own traffic, because its local address (the destination of a packet to the
+ * endpoint, the source of one from it) is no address the hosts map gives the host
+ * identity in this generation. Such a packet is routed to or from a pod and is judged
+ * at the pod's interface; a host policy is about the node's own connections only.
+ */
+static __always_inline int host_forwarded(const struct event *ev, __u8 dir, __u32 slot)
+{
+	const __u8 *addr = dir == POLICYC_DIR_INGRESS ? ev->daddr : ev->saddr;
+	struct ipcache_value *value;
+	struct host_key host;
+
+	/* family and pad: one word (word_of()); an IPv4 address is zero beyond 4 bytes. */
+	*(__u32 *)&host.family = word_of(ev->family, 0, 0);
+	__builtin_memcpy(host.addr, addr, 16);
+	value = bpf_map_lookup_elem(&policyc_hosts, &host);
+	return !value || value->identity[slot] != POLICYC_IDENTITY_HOST;
+}
+
 /* The endpoint bound to interface ifindex in generation gen, or NULL when it is unbound,
- * and in any case the interface's metrics row in row (row 0 when it has no entry). */
+ * and in any case the interface's metrics row in row (row 0 when it has no entry) and its
+ * POLICYC_EP_F_* flags in flags. */
 static __always_inline const struct endpoint_policy *endpoint_of(__u32 ifindex, __u32 gen,
-                                                                 __u32 *row)
+                                                                 __u32 *row, __u32 *flags)
 {
 	const struct endpoint_info *ep = bpf_map_lookup_elem(&policyc_endpoints, &ifindex);
 	const struct endpoint_policy *eps;
@@ -1107,6 +1130,7 @@ static __always_inline const struct endpoint_policy *endpoint_of(__u32 ifindex, 
 	if (!ep)
 		return NULL;
 	*row = ep->metrics_row;
+	*flags = ep->flags;
 	eps = &ep->slot[gen & 1];
 	return eps->endpoint_id != 0 ? eps : NULL;
 }
@@ -1144,8 +1168,8 @@ static __always_inline int judge(struct __sk_buff *skb, struct event *ev, __u8 d
 	__u32 ifindex = skb->ifindex;
 	const struct endpoint_policy *eps;
 	struct ct_value *ct = NULL;
-	const struct ct_key *key;
-	struct ct_key parsed_key;
+	const struct ct_key *key = &pre->key;
+	__u32 ep_flags = 0;
 	struct ethhdr *eth;
 	void *data_end;
 	struct flow flow;
@@ -1155,27 +1179,26 @@ static __always_inline int judge(struct __sk_buff *skb, struct event *ev, __u8 d
 	__builtin_memset(&flow, 0, sizeof(flow));
 	if (pre->plain) {
 		plain_packet(pre, ev, &flow, dir);
-		key = &pre->key;
 	} else {
 		pull_headers(skb, ETH_HLEN);
 		eth = (void *)(long)skb->data;
 		data_end = (void *)(long)skb->data_end;
 		if ((void *)(eth + 1) > data_end) {
-			endpoint_of(ifindex, gen, row);
+			endpoint_of(ifindex, gen, row, &ep_flags);
 			return POLICYC_DROP_MALFORMED;
 		}
 		l3 = eth->h_proto;
 		if (l3 != bpf_htons(ETH_P_IP) && l3 != bpf_htons(ETH_P_IPV6)) {
-			endpoint_of(ifindex, gen, row);
+			endpoint_of(ifindex, gen, row, &ep_flags);
 			return POLICYC_PASS_NOT_IP;
 		}
 		if (l3 == bpf_htons(ETH_P_IP))
 			ret = parse_ipv4(skb, ev, &flow);
 		else
 			ret = parse_ipv6(skb, ev, &flow);
-		ct_key_of(&parsed_key, ifindex, ev->family, ev->proto, ev->saddr, ev->daddr,
+		/* The established path left its key unused: it did not read this packet. */
+		ct_key_of(&pre->key, ifindex, ev->family, ev->proto, ev->saddr, ev->daddr,
 		          flow.ct_sport, flow.ct_dport, dir);
-		key = &parsed_key;
 	}
 
 	/*
@@ -1201,13 +1224,16 @@ static __always_inline int judge(struct __sk_buff *skb, struct event *ev, __u8 d
 	}
 
 	/* Step 3: an unbound interface drops whatever its packets are, once they are IP. */
-	eps = endpoint_of(ifindex, gen, row);
+	eps = endpoint_of(ifindex, gen, row, &ep_flags);
 	if (!eps)
 		return POLICYC_DROP_NO_ENDPOINT;
 	ev->endpoint_id = eps->endpoint_id;
 	ev->identity = eps->identity;
 	if (ret != POLICYC_CONTINUE)
 		return ret;
+	/* Before fragments and conntrack: forwarded traffic leaves no state here. */
+	if (ep_flags & POLICYC_EP_F_HOST && host_forwarded(ev, dir, gen & 1))
+		return POLICYC_PASS_FORWARDED;
 
 	if (flow.frag == FRAG_LATER)
 		return frag_follow(eps->endpoint_id, ev, &flow);

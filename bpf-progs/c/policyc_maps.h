@@ -59,6 +59,7 @@
 
 /* Identities the datapath itself needs to know about. */
 #define POLICYC_IDENTITY_ANY 0
+#define POLICYC_IDENTITY_HOST 1
 #define POLICYC_IDENTITY_WORLD 2
 
 /* Most significant bits a policy key's port can have: one port, or one ICMP type. */
@@ -96,8 +97,18 @@ struct endpoint_policy {
 struct endpoint_info {
 	struct endpoint_policy slot[POLICYC_SLOTS]; /* indexed by config.generation & 1 */
 	__u32 metrics_row;                          /* this interface's row of policyc_metrics */
-	__u32 pad;                                  /* zero */
+	__u32 flags;                                /* POLICYC_EP_F_*; zero for a pod */
 };
+
+/*
+ * The interface is a node's uplink bound to the node's host endpoint. Its programs are
+ * attached the other way round from a pod's (policyc_to_ep at tc ingress), so that dir
+ * still means "to" or "from" the endpoint, and a packet whose local address (the
+ * destination going in, the source going out) is not one of the node's own (identity
+ * POLICYC_IDENTITY_HOST in the hosts map) is forwarded pod traffic: it passes here with
+ * POLICYC_PASS_FORWARDED and is judged at the pod's own interface.
+ */
+#define POLICYC_EP_F_HOST 1
 
 /*
  * hosts: exact addresses (a /32 or /128, such as a pod's) to security identities. Looked
@@ -256,6 +267,7 @@ struct frag_value {
 #define POLICYC_PASS_RELATED 6            /* ICMP error about a tracked flow */
 #define POLICYC_PASS_FRAGMENT 7           /* later fragment of a first fragment let through */
 #define POLICYC_PASS_ICMPV6_LINK 8        /* IPv6 neighbour discovery or MLD */
+#define POLICYC_PASS_FORWARDED 9          /* host endpoint: not the node's own traffic */
 #define POLICYC_DROP_POLICY_DENY (-10)    /* a deny entry decided */
 #define POLICYC_DROP_NO_POLICY (-11)      /* no entry matched: default deny */
 #define POLICYC_DROP_NO_ENDPOINT (-12)    /* interface is not bound to an endpoint */

@@ -61,6 +61,9 @@ pub const VERDICT_DENY: u8 = 2;
 pub const DIR_INGRESS: u8 = 0;
 pub const DIR_EGRESS: u8 = 1;
 pub const IDENTITY_ANY: u32 = 0;
+/// The node itself: the identity of a host endpoint and, in a node's hosts map, of its
+/// own addresses.
+pub const IDENTITY_HOST: u32 = 1;
 pub const IDENTITY_WORLD: u32 = 2;
 /// Rule cookie of conntrack entries opened because a direction is not enforced.
 pub const RULE_NONE: u32 = 0;
@@ -121,8 +124,14 @@ pub struct EndpointInfo {
     pub slot: [EndpointPolicy; SLOTS],
     /// The interface's row of `policyc_metrics`; 0 counts unbound interfaces.
     pub metrics_row: u32,
-    pub pad: u32,
+    /// `EP_F_*`; 0 for a pod's interface.
+    pub flags: u32,
 }
+
+/// [`EndpointInfo::flags`]: the interface is a node's uplink bound to its host endpoint
+/// (programs attached the other way round; traffic that is not the node's own passes
+/// with [`Reason::PassForwarded`]).
+pub const EP_F_HOST: u32 = 1;
 
 /// Key of the `policyc_hosts` map: one full-length address.
 #[repr(C)]
@@ -423,6 +432,7 @@ pub enum Reason {
     PassRelated = 6,
     PassFragment = 7,
     PassIcmpv6Link = 8,
+    PassForwarded = 9,
     DropPolicyDeny = -10,
     DropNoPolicy = -11,
     DropNoEndpoint = -12,
@@ -433,7 +443,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in code order.
-    pub const ALL: [Reason; 14] = [
+    pub const ALL: [Reason; 15] = [
         Reason::PassPolicy,
         Reason::PassReply,
         Reason::PassNotEnforced,
@@ -442,6 +452,7 @@ impl Reason {
         Reason::PassRelated,
         Reason::PassFragment,
         Reason::PassIcmpv6Link,
+        Reason::PassForwarded,
         Reason::DropPolicyDeny,
         Reason::DropNoPolicy,
         Reason::DropNoEndpoint,
@@ -466,6 +477,7 @@ impl Reason {
             Reason::PassRelated => "POLICYC_PASS_RELATED",
             Reason::PassFragment => "POLICYC_PASS_FRAGMENT",
             Reason::PassIcmpv6Link => "POLICYC_PASS_ICMPV6_LINK",
+            Reason::PassForwarded => "POLICYC_PASS_FORWARDED",
             Reason::DropPolicyDeny => "POLICYC_DROP_POLICY_DENY",
             Reason::DropNoPolicy => "POLICYC_DROP_NO_POLICY",
             Reason::DropNoEndpoint => "POLICYC_DROP_NO_ENDPOINT",
@@ -487,6 +499,7 @@ impl Reason {
             Reason::PassRelated => "related",
             Reason::PassFragment => "fragment",
             Reason::PassIcmpv6Link => "icmpv6_link",
+            Reason::PassForwarded => "forwarded",
             Reason::DropPolicyDeny => "policy_deny",
             Reason::DropNoPolicy => "no_policy",
             Reason::DropNoEndpoint => "no_endpoint",

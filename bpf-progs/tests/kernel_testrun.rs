@@ -202,6 +202,18 @@ fn later_fragments_follow_the_verdict_of_their_first_fragment() {
 }
 
 #[test]
+fn host_endpoints_judge_the_nodes_own_traffic_and_pass_forwarded_traffic() {
+    if !testrun::available() {
+        return;
+    }
+    let mut kernel = Kernel::load("host");
+    let mut tally = Tally::default();
+    testrun::host::check(&mut kernel, &mut tally);
+    eprintln!("{}", tally.summary());
+    tally.assert_clean("host endpoints");
+}
+
+#[test]
 fn malformed_packets_drop_and_unusual_headers_are_judged_like_plain_ones() {
     if !testrun::available() {
         return;
@@ -257,7 +269,7 @@ fn test_runs_carry_the_loopback_ifindex_unless_the_context_names_a_device() {
             let outcome = kernel.run_with(Hook::FromEndpoint, &syn.frame(), Some(&ctx), 0).unwrap();
             let no_endpoint = Reason::DropNoEndpoint.code();
             assert_eq!(ifindex_of(&outcome), Some((no_endpoint, ifindex)), "{name}: {outcome:?}");
-            let info = EndpointInfo { slot: [client; 2], metrics_row: ROW, pad: 0 };
+            let info = EndpointInfo { slot: [client; 2], metrics_row: ROW, flags: 0 };
             kernel.set_endpoint(ifindex, Some(info));
             let outcome =
                 kernel.run_with(Hook::FromEndpoint, &syn.frame(), Some(&ctx), ROW).unwrap();

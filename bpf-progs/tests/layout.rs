@@ -268,7 +268,7 @@ layout_test!(
 layout_test!(
     endpoint_info_mirror_matches_btf,
     "endpoint_info",
-    EndpointInfo { slot, metrics_row, pad }
+    EndpointInfo { slot, metrics_row, flags }
 );
 layout_test!(host_key_mirror_matches_btf, "host_key", HostKey { family, pad, addr });
 layout_test!(
@@ -427,7 +427,9 @@ fn rust_constants() -> BTreeMap<String, i64> {
         ("POLICYC_DIR_INGRESS", i64::from(DIR_INGRESS)),
         ("POLICYC_DIR_EGRESS", i64::from(DIR_EGRESS)),
         ("POLICYC_IDENTITY_ANY", i64::from(IDENTITY_ANY)),
+        ("POLICYC_IDENTITY_HOST", i64::from(IDENTITY_HOST)),
         ("POLICYC_IDENTITY_WORLD", i64::from(IDENTITY_WORLD)),
+        ("POLICYC_EP_F_HOST", i64::from(EP_F_HOST)),
         ("POLICYC_RULE_NONE", i64::from(RULE_NONE)),
         ("POLICYC_PORT_BITS", i64::from(PORT_BITS)),
         ("POLICYC_SLOTS", SLOTS as i64),
@@ -479,6 +481,7 @@ fn header_families_verdicts_directions_and_identities_equal_rust_constants() {
         "POLICYC_PORT_",
         "POLICYC_SLOTS",
         "POLICYC_CONFIG_",
+        "POLICYC_EP_F_",
         "POLICYC_CT_F_",
         "POLICYC_CT_TCP_NS",
         "POLICYC_CT_CLOSING_NS",

@@ -125,8 +125,12 @@ pub struct Policy {
     pub tier: Tier,
     /// Order inside the tier; lower first. 0 for kinds without priorities.
     pub priority: u32,
-    /// The endpoints the policy applies to.
+    /// The endpoints the policy applies to: pods by their endpoint labels or, when
+    /// `nodes` is set, nodes by their own labels.
     pub subject: LabelSelector,
+    /// A host policy (a Cilium `nodeSelector`): it applies to the host endpoint of each
+    /// node its subject selects, never to a pod.
+    pub nodes: bool,
     /// Directions in which selecting an endpoint turns on default deny.
     pub isolates: BTreeSet<Direction>,
     pub rules: Vec<Rule>,
@@ -134,13 +138,16 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// Every selector of the policy: the subject's and every endpoint peer's.
+    /// Every selector of the policy that reads endpoint labels: the subject's (unless it
+    /// selects nodes) and every endpoint peer's.
     pub fn selectors(&self) -> impl Iterator<Item = &LabelSelector> {
-        std::iter::once(&self.subject).chain(self.rules.iter().flat_map(|r| {
-            r.peers.iter().flatten().filter_map(|p| match p {
-                Peer::Endpoints(selector) => Some(selector),
-                _ => None,
-            })
-        }))
+        std::iter::once(&self.subject).filter(|_| !self.nodes).chain(self.rules.iter().flat_map(
+            |r| {
+                r.peers.iter().flatten().filter_map(|p| match p {
+                    Peer::Endpoints(selector) => Some(selector),
+                    _ => None,
+                })
+            },
+        ))
     }
 }

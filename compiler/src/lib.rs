@@ -21,4 +21,6 @@ pub mod simulate;
 mod solve;
 pub mod tables;
 
-pub use solve::{Analysis, Capacity, Compilation, Options, Stats, compile, compile_with};
+pub use solve::{
+    Analysis, Capacity, Compilation, HOST_ENDPOINT_PREFIX, Options, Stats, compile, compile_with,
+};

@@ -34,12 +34,31 @@ pub fn lint(
     let mut out = Vec::new();
     let analysis = &compilation.analysis;
     let artifact = &compilation.artifact;
-    let has_inventory = !artifact.endpoints.is_empty();
+    // Labels of the pods (host endpoints left out: pod policies and peers never select
+    // them).
+    let pod_labels: Vec<&policy_lang::ast::Labels> = artifact
+        .endpoints
+        .iter()
+        .zip(&analysis.endpoint_labels)
+        .filter(|(e, _)| !e.is_host())
+        .map(|(_, labels)| labels)
+        .collect();
+    let has_inventory = !pod_labels.is_empty();
 
     for policy in &analysis.policies {
-        let selected =
-            analysis.endpoint_labels.iter().filter(|labels| policy.subject.matches(labels)).count();
-        if has_inventory && selected == 0 {
+        let judged = has_inventory || !bundle.nodes.is_empty();
+        if policy.nodes
+            && judged
+            && !bundle.nodes.iter().any(|n| policy.subject.matches(&n.meta.labels))
+        {
+            out.push(
+                Diagnostic::new(codes::POLICY_SELECTS_NOTHING, format!("{} selects no node", policy.name))
+                    .at(policy.subject.span, "matches no node of the inventory")
+                    .help("check the nodeSelector's labels against the Node objects' labels, and include the Node manifests (`kubectl get nodes -o yaml`)"),
+            );
+        }
+        let selected = pod_labels.iter().filter(|labels| policy.subject.matches(labels)).count();
+        if has_inventory && selected == 0 && !policy.nodes {
             out.push(
                 Diagnostic::new(
                     codes::POLICY_SELECTS_NOTHING,
@@ -53,8 +72,7 @@ pub fn lint(
             for peer in rule.peers.iter().flatten() {
                 match peer {
                     Peer::Endpoints(selector)
-                        if has_inventory
-                            && !analysis.endpoint_labels.iter().any(|l| selector.matches(l)) =>
+                        if has_inventory && !pod_labels.iter().any(|l| selector.matches(l)) =>
                     {
                         out.push(
                             Diagnostic::new(
@@ -71,6 +89,7 @@ pub fn lint(
                         let inside: Vec<&str> = artifact
                             .endpoints
                             .iter()
+                            .filter(|e| !e.is_host())
                             .filter(|e| {
                                 e.addresses.iter().any(|ip| {
                                     cidr.contains(*ip) && !except.iter().any(|x| x.contains(*ip))
@@ -236,7 +255,8 @@ fn dns_blocked(bundle: &Bundle, compilation: &Compilation, out: &mut Vec<Diagnos
     };
     let mut reported = BTreeSet::new();
     for (index, ep) in artifact.endpoints.iter().enumerate() {
-        if ep.egress_table == 0 {
+        // A node resolves names with its own configuration, not through cluster DNS.
+        if ep.egress_table == 0 || ep.is_host() {
             continue;
         }
         let reaches = targets.iter().any(|ip| {
@@ -248,6 +268,7 @@ fn dns_blocked(bundle: &Bundle, compilation: &Compilation, out: &mut Vec<Diagnos
         // Blame the policies that isolate this pod's egress.
         for policy in &compilation.analysis.policies {
             if policy.isolates.contains(&Direction::Egress)
+                && !policy.nodes
                 && policy.subject.matches(&compilation.analysis.endpoint_labels[index])
                 && reported.insert(policy.name.clone())
             {

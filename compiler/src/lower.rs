@@ -37,6 +37,7 @@ pub fn network_policy(np: &NetworkPolicy) -> Policy {
         tier: Tier::Default,
         priority: 0,
         subject: in_namespace(&np.pod_selector, namespace),
+        nodes: false,
         isolates: np.policy_types.iter().copied().collect::<BTreeSet<_>>(),
         rules,
         span: np.meta.span,

@@ -12,7 +12,10 @@
 //!   `fromEndpoints: [{}]` is "every pod of this namespace";
 //! - in a cluster-wide policy the same selectors only match pods (endpoints with a
 //!   namespace), so `fromEndpoints: [{}]` is "every pod of the cluster", never the
-//!   host or world.
+//!   host or world;
+//! - a cluster-wide `nodeSelector` selects Node objects by their own labels: the policy
+//!   applies to the host endpoint of each selected node (`Policy::nodes`), and its peers
+//!   read as in any cluster-wide rule.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -67,7 +70,16 @@ fn lower_rule(policy: &CiliumPolicy, rule: &CiliumRule) -> Policy {
         }
     }
 
-    Policy { name, tier: Tier::Default, priority: 0, subject, isolates, rules, span: rule.span }
+    Policy {
+        name,
+        tier: Tier::Default,
+        priority: 0,
+        subject,
+        nodes: rule.nodes,
+        isolates,
+        rules,
+        span: rule.span,
+    }
 }
 
 /// One rule entry; `None` for an entry that matches nothing at all.

@@ -23,6 +23,8 @@
 //!   (BaselineAdminNetworkPolicy); a Pass here decides nothing either.
 //! - Nothing decided: the flow passes ([`Verdict::NotIsolated`]), or, with enforcement
 //!   `always`, an allow of the Default tier lets it through and otherwise it is denied.
+//! - Host policies (a Cilium `nodeSelector`) select the host endpoints of nodes, by the
+//!   node's labels; pod policies select pods. The same semantics apply to both.
 //! - Ingress from the endpoint's own node is allowed where a default deny would apply,
 //!   the same built-in rule the compiled tables carry; a deny that names the host still
 //!   wins.
@@ -41,7 +43,7 @@ use policy_lang::ast::{ContainerPort, Direction, Labels};
 
 use crate::identity;
 use crate::ir::{Action, Enforcement, Entity, Peer, Policy, PortMatch, PortSpec, Rule, Tier};
-use crate::solve::{Analysis, namespace_labels};
+use crate::solve::{Analysis, HOST_ENDPOINT_PREFIX, namespace_labels};
 
 /// Protocols a port without a protocol stands for: TCP, UDP and SCTP.
 const PORT_PROTOCOLS: [u8; 3] = [6, 17, 132];
@@ -65,25 +67,31 @@ pub struct Options {
     pub enforcement: crate::ir::Enforcement,
 }
 
-/// One endpoint (pod) as the reference sees it.
+/// One endpoint (a pod, or a node's host endpoint) as the reference sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoint {
-    /// `namespace/pod`.
+    /// `namespace/pod`, or `node/<node>` for a host endpoint.
     pub name: String,
     /// Endpoint labels: the pod's labels plus its namespace and the namespace's labels
-    /// (see [`identity::endpoint_labels`]).
+    /// (see [`identity::endpoint_labels`]); a host endpoint's are its node's labels.
     pub labels: Labels,
     pub addresses: Vec<IpAddr>,
-    /// Named container ports resolve against these.
+    /// Named container ports resolve against these (a host endpoint has none).
     pub ports: Vec<ContainerPort>,
+    /// A node's host endpoint: host policies (`Policy::nodes`) select it, pod policies
+    /// and endpoint peers never do.
+    pub host: bool,
 }
 
 /// One end of a flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Address {
     Ip(IpAddr),
-    /// The node the endpoints run on. It has no address in the inventory yet, so only
-    /// entity peers (`host`, `cluster`, `all`) and the built-in host allow see it.
+    /// The node an endpoint runs on, seen from that endpoint. The artifact serves every
+    /// node alike, so it gives node addresses the remote-node identity; the node runtime
+    /// gives the addresses of its own node the host identity in that node's maps. So a
+    /// node address here is a remote node, and its own node is named `Host`: only entity
+    /// peers (`host`, `cluster`, `all`) and the built-in host allow see it.
     Host,
     /// A pod without an address, such as one `policyc trace` is asked about by labels
     /// alone: the `n`th added with [`Reference::add_unaddressed`]. Its labels and
@@ -185,6 +193,8 @@ pub struct Reference<'a> {
     endpoints: Vec<Endpoint>,
     /// Pods without addresses, by [`Address::Unaddressed`] index.
     unaddressed: Vec<Endpoint>,
+    /// Addresses of the nodes of the inventory: remote nodes as peers.
+    node_addresses: Vec<IpAddr>,
     options: Options,
 }
 
@@ -208,16 +218,17 @@ pub fn label_set_endpoint(
         labels: identity::endpoint_labels(labels, namespace, &namespace_labels, "default"),
         addresses: Vec::new(),
         ports: Vec::new(),
+        host: false,
     }
 }
 
 impl<'a> Reference<'a> {
-    /// The policies of a compile and the bundle's pods as endpoints, with default
-    /// [`Options`].
+    /// The policies of a compile, the bundle's pods as endpoints and, for each node that
+    /// a host policy selects, its host endpoint, with default [`Options`].
     pub fn new(bundle: &Bundle, analysis: &'a Analysis) -> Self {
         // Missing namespaces were already reported by the compile.
         let namespaces = namespace_labels(bundle, &mut Vec::new());
-        let endpoints = bundle
+        let pods = bundle
             .pods
             .iter()
             // A host-network pod shares its node's network namespace and addresses: it is
@@ -229,9 +240,29 @@ impl<'a> Reference<'a> {
                 labels: identity::pod_endpoint_labels(pod, &namespaces),
                 addresses: pod.ips.iter().map(|ip| ip.value).collect(),
                 ports: pod.ports.clone(),
+                host: false,
+            });
+        // A node is a host endpoint once a host policy selects it (Cilium's host
+        // firewall leaves a node no policy selects alone).
+        let hosts = bundle
+            .nodes
+            .iter()
+            .filter(|node| {
+                analysis.policies.iter().any(|p| p.nodes && p.subject.matches(&node.meta.labels))
             })
-            .collect();
-        Reference::from_parts(&analysis.policies, endpoints)
+            .map(|node| Endpoint {
+                name: format!("{HOST_ENDPOINT_PREFIX}{}", node.meta.name.value),
+                labels: node.meta.labels.clone(),
+                addresses: node.addresses.iter().map(|a| a.ip.value).collect(),
+                ports: Vec::new(),
+                host: true,
+            });
+        let node_addresses =
+            bundle.nodes.iter().flat_map(|n| &n.addresses).map(|a| a.ip.value).collect();
+        Reference {
+            node_addresses,
+            ..Reference::from_parts(&analysis.policies, pods.chain(hosts).collect())
+        }
     }
 
     /// A reference over explicit policies and endpoints, with default [`Options`].
@@ -244,6 +275,7 @@ impl<'a> Reference<'a> {
             order,
             endpoints,
             unaddressed: Vec::new(),
+            node_addresses: Vec::new(),
             options: Options::default(),
         }
     }
@@ -361,7 +393,8 @@ impl<'a> Reference<'a> {
         proto: u8,
         port: Option<u16>,
     ) -> Vec<RuleMatch> {
-        let peer_endpoint = self.endpoint_at(peer);
+        // A host endpoint is no pod: as a peer, its addresses are a remote node's.
+        let peer_endpoint = self.endpoint_at(peer).filter(|e| !e.host);
         // Named ports are the destination's: the subject's own for ingress, the peer's
         // for egress (a destination that is no pod defines no names).
         let destination = match direction {
@@ -387,7 +420,10 @@ impl<'a> Reference<'a> {
     /// The policies selecting `subject`, in evaluation order.
     fn selecting<'s>(&'s self, subject: &'s Endpoint) -> impl Iterator<Item = &'a Policy> + 's {
         let policies = self.policies;
-        self.order.iter().map(move |&i| &policies[i]).filter(|p| p.subject.matches(&subject.labels))
+        self.order
+            .iter()
+            .map(move |&i| &policies[i])
+            .filter(|p| p.nodes == subject.host && p.subject.matches(&subject.labels))
     }
 
     fn rule_matches(
@@ -409,21 +445,26 @@ impl<'a> Reference<'a> {
     }
 
     fn peer_matches(&self, peer: &Peer, address: Address, endpoint: Option<&Endpoint>) -> bool {
+        let remote_node = matches!(address, Address::Ip(ip) if self.node_addresses.contains(&ip));
         match peer {
             Peer::Endpoints(selector) => endpoint.is_some_and(|e| selector.matches(&e.labels)),
             Peer::Cidr { cidr, except } => match address {
                 Address::Host | Address::Unaddressed(_) => false,
+                // Node addresses are remote nodes, which no CIDR peer matches (Cilium).
+                Address::Ip(_) if remote_node => false,
                 Address::Ip(_) if endpoint.is_some() && !self.options.ipblock_matches_pods => false,
                 Address::Ip(ip) => cidr.contains(ip) && !except.iter().any(|e| e.contains(ip)),
             },
             Peer::Entity(entity) => match entity {
                 Entity::All => true,
                 Entity::Host => address == Address::Host,
-                Entity::Cluster => address == Address::Host || endpoint.is_some(),
-                Entity::World => matches!(address, Address::Ip(_)) && endpoint.is_none(),
+                Entity::Cluster => address == Address::Host || endpoint.is_some() || remote_node,
+                Entity::World => {
+                    matches!(address, Address::Ip(_)) && endpoint.is_none() && !remote_node
+                }
+                Entity::RemoteNode => remote_node,
                 // No address in the inventory belongs to these yet.
-                Entity::RemoteNode
-                | Entity::KubeApiserver
+                Entity::KubeApiserver
                 | Entity::Ingress
                 | Entity::Init
                 | Entity::Health

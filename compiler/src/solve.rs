@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use datapath::{HostKey, IpcacheKey};
-use policy_lang::ast::{Cidr, Direction, Labels, Pod};
+use policy_lang::ast::{Cidr, ContainerPort, Direction, Labels, Node, Pod};
 use policy_lang::{Bundle, Diagnostic, Sources};
 use sha2::{Digest, Sha256};
 
@@ -14,6 +14,9 @@ use crate::identity::{self, Allocator, reserved};
 use crate::ir::{Action, Enforcement, Entity, Peer, Policy, PortSpec, Rule};
 use crate::tables::{self, Entry, Pattern, PortBlock, Verdict};
 use crate::{lower, lower_cilium};
+
+/// How a host endpoint's name starts: `node/<node name>`.
+pub const HOST_ENDPOINT_PREFIX: &str = "node/";
 
 /// Identity labels that record how a pod resolves a port name egress rules use.
 const PORT_LABEL_PREFIX: &str = "policyc.port.";
@@ -45,7 +48,8 @@ pub struct Analysis {
     /// (one identity, the same container ports), so comparing two rules' class sets
     /// compares the endpoints they apply to.
     pub rule_flows: BTreeMap<u32, (BTreeSet<Pattern>, BTreeSet<usize>)>,
-    /// Endpoint labels (pod labels plus namespace labels), by artifact endpoint index.
+    /// Endpoint labels (pod labels plus namespace labels; a host endpoint's are its
+    /// node's labels), by artifact endpoint index.
     pub endpoint_labels: Vec<Labels>,
 }
 
@@ -326,14 +330,24 @@ pub fn compile_with(sources: &Sources, bundle: &Bundle, options: &Options) -> Co
     // ports get the same tables (selection is by identity, and only an ingress rule's
     // named port looks at the subject's own ports), so each such class is solved once.
     let tables_span = tracing::info_span!("tables").entered();
-    // (origin, content) -> interned number; see `table_ids` for the origin.
-    let mut tables: BTreeMap<(u64, tables::Table), u32> = BTreeMap::new();
-    let mut rule_flows: BTreeMap<u32, (BTreeSet<Pattern>, BTreeSet<usize>)> = BTreeMap::new();
+    let solver = TableSolver {
+        enforcement: options.enforcement,
+        policies: &policies,
+        cookies: &cookies,
+        peer_sets: &peer_sets,
+        cx: &cx,
+        open_cookie,
+        host_cookie,
+    };
+    let mut out = TableOutput::default();
     // (identity, container ports as (name, number, protocol)) -> (ingress, egress) tables
     type Class = (u32, Vec<(Option<String>, u16, u8)>);
     let mut classes: BTreeMap<Class, [u32; 2]> = BTreeMap::new();
     let mut artifact = Artifact::default();
-    let endpoint_ids = endpoint_ids(&endpoints);
+    let mut endpoint_labels: Vec<(String, Labels)> =
+        endpoints.iter().map(|e| (e.name.clone(), e.labels.clone())).collect();
+    let mut used_ids = BTreeSet::new();
+    let pod_ids = endpoint_ids(endpoints.iter().map(|e| e.name.as_str()), &mut used_ids);
     for (index, ep) in endpoints.iter().enumerate() {
         let ports: Vec<(Option<String>, u16, u8)> =
             ep.pod.ports.iter().map(|p| (p.name.clone(), p.port, p.protocol.number())).collect();
@@ -342,7 +356,7 @@ pub fn compile_with(sources: &Sources, bundle: &Bundle, options: &Options) -> Co
         // what lints know: no selector is evaluated again for it.
         if let Some(ids) = classes.get(&class) {
             let ids = *ids;
-            push_endpoint(&mut artifact, ep, endpoint_ids[index], ids);
+            push_endpoint(&mut artifact, ep, pod_ids[index], ids);
             continue;
         }
         let class_index = classes.len();
@@ -352,68 +366,48 @@ pub fn compile_with(sources: &Sources, bundle: &Bundle, options: &Options) -> Co
             .flatten()
             .chain(&cluster_wide)
             .copied()
-            .filter(|&i| policies[i].subject.matches(&ep.labels))
+            .filter(|&i| !policies[i].nodes && policies[i].subject.matches(&ep.labels))
             .collect();
         selecting.sort_unstable();
-        let mut table_ids = [0u32; 2];
-        for (slot, direction) in [Direction::Ingress, Direction::Egress].into_iter().enumerate() {
-            let isolated = match options.enforcement {
-                Enforcement::Default => {
-                    selecting.iter().any(|&i| policies[i].isolates.contains(&direction))
-                }
-                Enforcement::Always => true,
-                Enforcement::Never => continue,
-            };
-            let mut entries = Vec::new();
-            for &pi in &selecting {
-                for (ri, rule) in policies[pi].rules.iter().enumerate() {
-                    if rule.direction == direction {
-                        let cookie = cookies[pi][ri];
-                        let before = entries.len();
-                        cx.rule_entries(
-                            rule,
-                            peer_sets[pi][ri].as_ref(),
-                            direction,
-                            ep,
-                            cookie,
-                            &mut entries,
-                        );
-                        let flows = rule_flows.entry(cookie).or_default();
-                        flows.0.extend(entries[before..].iter().map(|e| e.pattern));
-                        flows.1.insert(class_index);
-                    }
-                }
-            }
-            let has_deny = entries.iter().any(|e| e.verdict == Verdict::Deny);
-            if !isolated && !has_deny {
-                continue; // Not isolated in this direction: table 0, everything passes.
-            }
-            if !isolated {
-                // Only denies apply: what they do not deny passes. An allow decides
-                // nothing here, so its entries go: left in, they would name a rule that did
-                // not decide the flow (the open rule below says why it passes).
-                entries.retain(|e| e.verdict == Verdict::Deny);
-                entries.push(Entry {
-                    pattern: ANY_FLOW,
-                    verdict: Verdict::Allow,
-                    cookie: open_cookie,
-                });
-            }
-            if direction == Direction::Ingress {
-                entries.push(Entry {
-                    pattern: Pattern { identity: reserved::HOST, ..ANY_FLOW },
-                    verdict: Verdict::Allow,
-                    cookie: host_cookie,
-                });
-            }
-            let table = tables::fold(&entries);
-            let origin = table_origin(&policies, &selecting, direction, isolated, &class.1);
-            let next = tables.len() as u32 + 1;
-            table_ids[slot] = *tables.entry((origin, table)).or_insert(next);
-        }
+        let table_ids = solver.tables(&selecting, &ep.pod.ports, &class.1, class_index, &mut out);
         classes.insert(class, table_ids);
-        push_endpoint(&mut artifact, ep, endpoint_ids[index], table_ids);
+        push_endpoint(&mut artifact, ep, pod_ids[index], table_ids);
     }
+    // Host endpoints: one per node that a host policy selects, solved like a pod with no
+    // container port, from the host policies alone.
+    let mut hosts = host_endpoints(bundle, &policies);
+    // `node/<name>` is also what a pod `<name>` of a namespace `node` is called: such a
+    // host endpoint could not be told apart when bound, so it is refused.
+    hosts.retain(|host| {
+        let taken = endpoints.iter().any(|e| e.name == host.name);
+        if taken {
+            diagnostics.push(
+                Diagnostic::new(
+                    codes::HOST_ENDPOINT_NAME_TAKEN,
+                    format!("the host endpoint of node {} would be named {}, as a pod is", host.node.meta.name.value, host.name),
+                )
+                .at(host.node.meta.name.span, "a host policy selects this node")
+                .help("rename the namespace `node` (its pods' endpoint names collide with host endpoints), or do not select this node"),
+            );
+        }
+        !taken
+    });
+    let host_ids = endpoint_ids(hosts.iter().map(|h| h.name.as_str()), &mut used_ids);
+    for (i, (host, endpoint_id)) in hosts.iter().zip(host_ids).enumerate() {
+        let table_ids = solver.tables(&host.selecting, &[], &[], classes.len() + i, &mut out);
+        artifact.endpoints.push(EndpointRecord {
+            name: host.name.clone(),
+            endpoint_id,
+            identity: reserved::HOST,
+            ingress_table: table_ids[0],
+            egress_table: table_ids[1],
+            addresses: host.node.addresses.iter().map(|a| a.ip.value).collect(),
+        });
+        endpoint_labels.push((host.name.clone(), host.node.meta.labels.clone()));
+    }
+    // The artifact sorts its endpoints by name; the labels follow the same order.
+    endpoint_labels.sort_by(|a, b| a.0.cmp(&b.0));
+    let TableOutput { tables, rule_flows } = out;
     let table_ids = table_ids(&tables);
     for ep in &mut artifact.endpoints {
         for table in [&mut ep.ingress_table, &mut ep.egress_table] {
@@ -443,9 +437,10 @@ pub fn compile_with(sources: &Sources, bundle: &Bundle, options: &Options) -> Co
         artifact.ipcache.push((IpcacheKey::new(family, addr, u32::from(cidr.prefix)), *id));
     }
     // Node addresses are remote nodes. The artifact serves every node alike, so a node's
-    // own address is not told apart here: traffic from the local node is allowed by the
-    // built-in host rule, keyed on the host identity the node runtime gives its own
-    // addresses.
+    // own address is not told apart here: the node runtime gives the addresses of the
+    // node it runs on the host identity in its own hosts map when it binds that node's
+    // host endpoint (`runtime::state`), which the built-in host rule and host policies'
+    // "local address" test key on.
     let mut has_nodes = false;
     for node in &bundle.nodes {
         for address in &node.addresses {
@@ -492,7 +487,7 @@ pub fn compile_with(sources: &Sources, bundle: &Bundle, options: &Options) -> Co
     tracing::debug!(?stats, "compiled");
     check_capacity(&artifact, &options.capacity, &mut diagnostics);
     let analysis = Analysis {
-        endpoint_labels: endpoints.iter().map(|e| e.labels.clone()).collect(),
+        endpoint_labels: endpoint_labels.into_iter().map(|(_, labels)| labels).collect(),
         policies,
         cookies,
         rule_flows,
@@ -643,13 +638,12 @@ fn table_origin(
 /// Endpoint numbers scope conntrack entries in the datapath, so they must not change when
 /// other pods come and go: a renumbered endpoint would lose its tracked connections.
 /// Each is a hash of the endpoint's name, moved on to the next free number on the rare
-/// collision (in name order, so the result is deterministic). Never 0.
-fn endpoint_ids(endpoints: &[Endpoint<'_>]) -> Vec<u32> {
-    let mut used = BTreeSet::new();
-    endpoints
-        .iter()
-        .map(|ep| {
-            let mut id = crate::artifact::endpoint_number(&ep.name);
+/// collision (in name order, pods before host endpoints, so the result is
+/// deterministic). Never 0.
+fn endpoint_ids<'n>(names: impl Iterator<Item = &'n str>, used: &mut BTreeSet<u32>) -> Vec<u32> {
+    names
+        .map(|name| {
+            let mut id = crate::artifact::endpoint_number(name);
             while id == 0 || !used.insert(id) {
                 id = id.wrapping_add(1);
             }
@@ -667,6 +661,129 @@ fn push_endpoint(artifact: &mut Artifact, ep: &Endpoint<'_>, endpoint_id: u32, t
         egress_table: tables[1],
         addresses: ep.pod.ips.iter().map(|ip| ip.value).collect(),
     });
+}
+
+/// What building one endpoint's tables reads.
+struct TableSolver<'a> {
+    enforcement: Enforcement,
+    policies: &'a [Policy],
+    cookies: &'a [Vec<u32>],
+    /// Peer identity sets per policy and rule (`None`: every peer).
+    peer_sets: &'a [Vec<Option<BTreeSet<u32>>>],
+    cx: &'a Context<'a>,
+    open_cookie: u32,
+    host_cookie: u32,
+}
+
+/// What building tables produces.
+#[derive(Default)]
+struct TableOutput {
+    /// (origin, content) -> interned number; see `table_ids` for the origin.
+    tables: BTreeMap<(u64, tables::Table), u32>,
+    /// See [`Analysis::rule_flows`].
+    rule_flows: BTreeMap<u32, (BTreeSet<Pattern>, BTreeSet<usize>)>,
+}
+
+impl TableSolver<'_> {
+    /// The (ingress, egress) tables, as interned numbers (0: not enforced), of an endpoint
+    /// that the policies `selecting` select, whose container ports are `ports` (`key`:
+    /// the same, for the table's origin), in lint class `class_index`.
+    fn tables(
+        &self,
+        selecting: &[usize],
+        ports: &[ContainerPort],
+        key: &[(Option<String>, u16, u8)],
+        class_index: usize,
+        out: &mut TableOutput,
+    ) -> [u32; 2] {
+        let policies = self.policies;
+        let mut table_ids = [0u32; 2];
+        for (slot, direction) in [Direction::Ingress, Direction::Egress].into_iter().enumerate() {
+            let isolated = match self.enforcement {
+                Enforcement::Default => {
+                    selecting.iter().any(|&i| policies[i].isolates.contains(&direction))
+                }
+                Enforcement::Always => true,
+                Enforcement::Never => continue,
+            };
+            let mut entries = Vec::new();
+            for &pi in selecting {
+                for (ri, rule) in policies[pi].rules.iter().enumerate() {
+                    if rule.direction == direction {
+                        let cookie = self.cookies[pi][ri];
+                        let before = entries.len();
+                        self.cx.rule_entries(
+                            rule,
+                            self.peer_sets[pi][ri].as_ref(),
+                            direction,
+                            ports,
+                            cookie,
+                            &mut entries,
+                        );
+                        let flows = out.rule_flows.entry(cookie).or_default();
+                        flows.0.extend(entries[before..].iter().map(|e| e.pattern));
+                        flows.1.insert(class_index);
+                    }
+                }
+            }
+            let has_deny = entries.iter().any(|e| e.verdict == Verdict::Deny);
+            if !isolated && !has_deny {
+                continue; // Not isolated in this direction: table 0, everything passes.
+            }
+            if !isolated {
+                // Only denies apply: what they do not deny passes. An allow decides
+                // nothing here, so its entries go: left in, they would name a rule that did
+                // not decide the flow (the open rule below says why it passes).
+                entries.retain(|e| e.verdict == Verdict::Deny);
+                entries.push(Entry {
+                    pattern: ANY_FLOW,
+                    verdict: Verdict::Allow,
+                    cookie: self.open_cookie,
+                });
+            }
+            if direction == Direction::Ingress {
+                entries.push(Entry {
+                    pattern: Pattern { identity: reserved::HOST, ..ANY_FLOW },
+                    verdict: Verdict::Allow,
+                    cookie: self.host_cookie,
+                });
+            }
+            let table = tables::fold(&entries);
+            let origin = table_origin(policies, selecting, direction, isolated, key);
+            let next = out.tables.len() as u32 + 1;
+            table_ids[slot] = *out.tables.entry((origin, table)).or_insert(next);
+        }
+        table_ids
+    }
+}
+
+/// A node that host policies select.
+struct HostEndpoint<'a> {
+    node: &'a Node,
+    /// `node/<name>`.
+    name: String,
+    /// Indexes of the host policies selecting it, in policy order.
+    selecting: Vec<usize>,
+}
+
+/// The host endpoint of every node of the bundle that some host policy selects, by
+/// name. A node no host policy selects gets none: like Cilium's host firewall, policyc
+/// leaves a node alone until a policy selects it, whatever the enforcement mode.
+fn host_endpoints<'a>(bundle: &'a Bundle, policies: &[Policy]) -> Vec<HostEndpoint<'a>> {
+    let mut hosts: Vec<HostEndpoint<'a>> = bundle
+        .nodes
+        .iter()
+        .map(|node| HostEndpoint {
+            node,
+            name: format!("{HOST_ENDPOINT_PREFIX}{}", node.meta.name.value),
+            selecting: (0..policies.len())
+                .filter(|&i| policies[i].nodes && policies[i].subject.matches(&node.meta.labels))
+                .collect(),
+        })
+        .filter(|h| !h.selecting.is_empty())
+        .collect();
+    hosts.sort_by(|a, b| a.name.cmp(&b.name));
+    hosts
 }
 
 const ANY_FLOW: Pattern = Pattern { identity: reserved::ANY, proto: 0, port: None };
@@ -736,7 +853,7 @@ impl Context<'_> {
         rule: &Rule,
         peers: Option<&BTreeSet<u32>>,
         direction: Direction,
-        subject: &Endpoint<'_>,
+        subject_ports: &[ContainerPort],
         cookie: u32,
         out: &mut Vec<Entry>,
     ) {
@@ -784,7 +901,7 @@ impl Context<'_> {
                         },
                         PortSpec::Named(name) => {
                             for (identity, number) in
-                                self.resolve_name(name, proto, direction, subject, identity)
+                                self.resolve_name(name, proto, direction, subject_ports, identity)
                             {
                                 push(identity, proto, Some(PortBlock::single(number)));
                             }
@@ -797,24 +914,27 @@ impl Context<'_> {
 
     /// A named port means the number the *destination* pod gives that name: the subject
     /// for ingress, the peer for egress. Only pods have named ports, so a rule open to
-    /// every peer expands to the identities of the pods that define the name.
+    /// every peer expands to the identities of the pods that define the name, and a host
+    /// endpoint (no container ports) resolves none on ingress.
     fn resolve_name(
         &self,
         name: &str,
         proto: u8,
         direction: Direction,
-        subject: &Endpoint<'_>,
+        subject_ports: &[ContainerPort],
         identity: u32,
     ) -> BTreeSet<(u32, u16)> {
-        let defines = |pod: &Pod| -> Vec<u16> {
-            pod.ports
+        let defines = |ports: &[ContainerPort]| -> Vec<u16> {
+            ports
                 .iter()
                 .filter(|p| p.name.as_deref() == Some(name) && p.protocol.number() == proto)
                 .map(|p| p.port)
                 .collect()
         };
         match direction {
-            Direction::Ingress => defines(subject.pod).into_iter().map(|n| (identity, n)).collect(),
+            Direction::Ingress => {
+                defines(subject_ports).into_iter().map(|n| (identity, n)).collect()
+            }
             // Every pod of an identity resolves the name alike (the resolution is part
             // of the identity labels), so one pod per identity answers.
             Direction::Egress => self
@@ -822,7 +942,7 @@ impl Context<'_> {
                 .values()
                 .flatten()
                 .filter(|e| identity == reserved::ANY || e.identity == identity)
-                .flat_map(|e| defines(e.pod).into_iter().map(|n| (e.identity, n)))
+                .flat_map(|e| defines(&e.pod.ports).into_iter().map(|n| (e.identity, n)))
                 .collect(),
         }
     }

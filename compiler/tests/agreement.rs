@@ -57,6 +57,7 @@ fn the_generator_renders_every_peer_and_port_kind_the_front_end_accepts() {
         ],
     };
     let cluster = Cluster {
+        nodes: vec![],
         namespaces: vec![vec![("team", "a")], vec![]],
         pods: vec![
             Pod { namespace: 0, labels: vec![("app", "a")], ports: vec![("dns", 53, "UDP")] },

@@ -3,7 +3,8 @@
 //! entities, CIDRs and CIDR sets with except, toPorts with ranges, port 0 and ANY, named
 //! ports, icmps, enableDefaultDeny), and now and then a NetworkPolicy beside them, the
 //! compiled tables decide every sampled flow as the reference evaluator does, decision
-//! and deciding rule included, in every mode (enforcement default, always and never;
+//! and deciding rule included, at pods and at the host endpoints of the nodes that host
+//! policies (a `nodeSelector`) select, in every mode (enforcement default, always and never;
 //! ipBlocks matching pods or not). Flows include ICMP and ICMPv6 and outside IPv6
 //! addresses.
 
@@ -75,6 +76,8 @@ fn the_generator_renders_every_cilium_construct_the_front_end_accepts() {
         ]
     };
     let cluster = Cluster {
+        // A node with a pod's labels, which only the host policy below selects.
+        nodes: vec![vec![("app", "a")], vec![]],
         namespaces: vec![vec![("team", "a")], vec![("team", "b")]],
         pods: vec![
             Pod { namespace: 0, labels: vec![("app", "a")], ports: vec![("http", 80, "TCP")] },
@@ -85,6 +88,7 @@ fn the_generator_renders_every_cilium_construct_the_front_end_accepts() {
             CiliumPolicy {
                 namespace: Some(0),
                 subject: Selector::all(),
+                nodes: false,
                 default_deny: Some((Some(false), None)),
                 lists: [
                     Some(rules(false)),
@@ -95,9 +99,22 @@ fn the_generator_renders_every_cilium_construct_the_front_end_accepts() {
             },
             CiliumPolicy {
                 namespace: None,
-                subject: client,
+                subject: client.clone(),
+                nodes: false,
                 default_deny: None,
                 lists: [Some(vec![CiliumRule { peers: None, l4: None }]), None, Some(vec![]), None],
+            },
+            CiliumPolicy {
+                namespace: None,
+                subject: client.clone(),
+                nodes: true,
+                default_deny: None,
+                lists: [
+                    Some(rules(false)),
+                    Some(rules(true)),
+                    Some(rules(false)),
+                    Some(rules(true)),
+                ],
             },
         ],
     };
@@ -108,10 +125,25 @@ fn the_generator_renders_every_cilium_construct_the_front_end_accepts() {
     let diagnostics: Vec<String> = bundle.diagnostics.iter().map(|d| d.render(&sources)).collect();
     assert!(diagnostics.is_empty(), "{}\n{yaml}", diagnostics.join("\n"));
     assert!(!bundle.diagnostics.iter().any(|d| d.severity() == Severity::Error));
-    assert_eq!(bundle.cilium_policies.len(), 2);
+    assert_eq!(bundle.cilium_policies.len(), 3);
     let compilation = compiler::compile(&sources, &bundle);
     // Six entries in each of four lists, the L3-only and the empty ones included.
     let cnp = &compilation.analysis.policies.iter().find(|p| p.name.contains("cnp0")).unwrap();
     assert_eq!(cnp.rules.len(), 24, "{yaml}");
+    // The host policy selects node n0 (labelled like the pod p0) and no pod; n1 is no
+    // endpoint.
+    let hosts: Vec<&str> = compilation
+        .artifact
+        .endpoints
+        .iter()
+        .filter(|e| e.is_host())
+        .map(|e| e.name.as_str())
+        .collect();
+    assert_eq!(hosts, ["node/n0"]);
+    let host = compilation.artifact.endpoint("node/n0").unwrap();
+    assert_ne!(host.ingress_table, 0);
+    assert_ne!(host.egress_table, 0);
+    let pod = compilation.artifact.endpoint("ns-a/p0").unwrap();
+    assert!(pod.ingress_table != host.ingress_table && pod.egress_table != host.egress_table);
     assert_eq!(support::generated_disagreements(&yaml, &cluster), Ok(Vec::new()));
 }

@@ -430,3 +430,93 @@ spec:
     assert_eq!(port_80.len(), 1, "{port_80:?}");
     assert_eq!(port_80[0].0.identity, 0);
 }
+
+const EDGE: &str = "10.0.9.1";
+const CORE: &str = "10.0.9.2";
+const PARTNER: &str = "198.51.100.7";
+const BLOCKED: &str = "198.51.100.66";
+
+#[test]
+fn a_host_policy_compiles_to_the_host_endpoint_of_each_node_it_selects() {
+    let a = compile(&["host-firewall.yaml"]);
+    let hosts: Vec<_> = a.endpoints.iter().filter(|e| e.is_host()).collect();
+    assert_eq!(hosts.len(), 1, "only edge-1 is selected: {hosts:?}");
+    let edge = hosts[0];
+    assert_eq!(edge.name, "node/edge-1");
+    assert_eq!(edge.identity, 1, "the reserved host identity");
+    assert_eq!(edge.addresses, [ip(EDGE), ip("fd00::9:1")]);
+    assert!(edge.ingress_table != 0 && edge.egress_table != 0);
+    assert!(a.endpoint("node/core-1").is_none());
+
+    // Ingress: the allow list, with the deny beating the CIDR allow.
+    assert!(allowed(&a, PARTNER, EDGE, TCP, 8443));
+    assert!(allowed(&a, PARTNER, EDGE, UDP, 53));
+    assert!(!allowed(&a, PARTNER, EDGE, TCP, 22), "default deny once selected");
+    assert!(!allowed(&a, PARTNER, EDGE, UDP, 8443));
+    assert!(!allowed(&a, WORLD, EDGE, TCP, 8443));
+    let (_, ingress) = connect(&a, ip(BLOCKED), ip(EDGE), TCP, Some(8443));
+    let Decision::Denied(cookie) = ingress else { panic!("{ingress:?}") };
+    let rule = a.rule(cookie).unwrap();
+    assert_eq!(
+        (rule.policy.as_str(), rule.rule.as_str()),
+        ("CiliumClusterwideNetworkPolicy edge-hosts", "ingressDeny[0]")
+    );
+    // Client pods of both namespaces reach the kubelet port; the server pod does not.
+    assert!(allowed(&a, CLIENT, EDGE, TCP, 10250));
+    assert!(allowed(&a, Y_CLIENT, EDGE, TCP, 10250));
+    assert!(!allowed(&a, SERVER, EDGE, TCP, 10250));
+    // Other nodes are remote nodes: they may ping, nothing else.
+    assert!(ping(&a, CORE, EDGE));
+    assert!(!allowed(&a, CORE, EDGE, TCP, 10250));
+
+    // Egress: not isolated (enableDefaultDeny), so only the deny applies.
+    assert!(allowed(&a, EDGE, WORLD, TCP, 443));
+    assert!(!allowed(&a, EDGE, "169.254.169.254", TCP, 80));
+}
+
+#[test]
+fn host_policies_select_nodes_only_and_pod_policies_pods_only() {
+    // edge-1 carries `app: server`, as the server pod does: the server's policies (in
+    // deny-table/allows.yaml) do not apply to it, and the host policy not to the pod.
+    let (sources, bundle) = load(&["deny-table/allows.yaml", "host-firewall.yaml"]);
+    let with_host = compile_bundle(&sources, &bundle);
+    let (sources, bundle) = load(&["deny-table/allows.yaml"]);
+    let without = compile_bundle(&sources, &bundle);
+    for pod in &without.endpoints {
+        let same = with_host.endpoint(&pod.name).unwrap();
+        assert_eq!((same.ingress_table, same.egress_table), (pod.ingress_table, pod.egress_table));
+    }
+    let edge = with_host.endpoint("node/edge-1").unwrap();
+    let server = with_host.endpoint("x/server").unwrap();
+    assert_ne!(edge.ingress_table, server.ingress_table);
+    // The server pod's policy allows the client on TCP 80; the edge node does not.
+    assert!(allowed(&with_host, CLIENT, SERVER, TCP, 80));
+    assert!(!allowed(&with_host, CLIENT, EDGE, TCP, 80));
+}
+
+#[test]
+fn the_reference_models_host_endpoints_as_the_tables_do() {
+    let (sources, bundle) = load(&["host-firewall.yaml"]);
+    let compilation = compiler::compile(&sources, &bundle);
+    let reference = Reference::new(&bundle, &compilation.analysis);
+    let edge = reference.endpoint_at(Address::Ip(ip(EDGE))).expect("a host endpoint");
+    assert!(edge.host);
+    assert_eq!(edge.name, "node/edge-1");
+    let flow = |src: &str, port| Flow {
+        src: Address::Ip(ip(src)),
+        dst: Address::Ip(ip(EDGE)),
+        proto: TCP,
+        port: Some(port),
+    };
+    let verdict = reference.evaluate(&flow(PARTNER, 8443)).ingress.unwrap();
+    assert!(
+        matches!(&verdict, Verdict::Allowed { rule, .. } if rule == "ingress[0]"),
+        "{verdict:?}"
+    );
+    let verdict = reference.evaluate(&flow(PARTNER, 22)).ingress.unwrap();
+    assert!(matches!(verdict, Verdict::DefaultDeny { .. }), "{verdict:?}");
+    // Traffic from the node itself (the host identity) passes by the built-in rule.
+    let own = Flow { src: Address::Host, ..flow(PARTNER, 22) };
+    assert!(reference.evaluate(&own).passes());
+    assert!(reference.endpoint_at(Address::Ip(ip(CORE))).is_none(), "core-1 is not selected");
+}

@@ -362,3 +362,18 @@ fn the_same_input_gives_the_same_connectivity() {
     let (bundle, compilation) = load("valid");
     assert_eq!(first, of(&bundle, &compilation.artifact));
 }
+
+#[test]
+fn a_host_endpoint_is_a_group_of_its_own_judged_by_its_host_policy() {
+    let (bundle, compilation) = load("e2e-host");
+    let c = of(&bundle, &compilation.artifact);
+    let edge = Group::Host { name: "edge".into() };
+    assert_eq!(edge.to_string(), "Node edge");
+    assert!(c.groups.iter().any(|g| g.group == edge), "{:?}", c.groups);
+    let outside = Group::Cidr(cidr("10.77.0.0/24"));
+    let (all, some) = between(&c, &outside, &edge);
+    assert_eq!((all.as_str(), some.as_str()), ("TCP 8080; UDP 5353", "none"));
+    // The pod behind the node has its own policy.
+    let (all, _) = between(&c, &outside, &pod("x", "web"));
+    assert_eq!(all, "TCP 9090");
+}

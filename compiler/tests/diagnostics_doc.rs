@@ -1,5 +1,5 @@
 //! The examples of docs/diagnostics.md for the codes the compiler reports (PL0022,
-//! PL0031, the lints PL02xx and PL0300) run through the whole of `policyc lint`: front
+//! PL0031, PL0033, the lints PL02xx and PL0300) run through the whole of `policyc lint`: front
 //! end, compile, then lints when the front end found no error. A ```` ```yaml bad ````
 //! block must produce exactly its section's code, a ```` ```yaml fixed ```` block
 //! nothing. policy-lang's test of the same file can only check that the front end is
@@ -93,7 +93,7 @@ fn compiler_code_examples_produce_exactly_their_code_and_fixed_ones_nothing() {
         .find(|b| b.section == "About the examples")
         .expect("the \"About the examples\" section has a YAML block")
         .text;
-    let compiler_codes: BTreeSet<&str> = ["PL0022", "PL0031", "PL0300"]
+    let compiler_codes: BTreeSet<&str> = ["PL0022", "PL0031", "PL0033", "PL0300"]
         .into_iter()
         .chain(codes::ALL.iter().map(|c| c.code).filter(|c| c.starts_with("PL02")))
         .collect();

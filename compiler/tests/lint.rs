@@ -41,8 +41,10 @@ fn each_lint_fires_where_its_problem_is() {
     assert!(has(&found, "PL0205", 30, "policies.yaml"), "{found:?}");
     // web's egress is isolated and there is no DNS rule.
     assert!(found.iter().any(|(c, _, _)| c == "PL0203"), "{found:?}");
+    // The host policy's nodeSelector matches no node.
+    assert!(has(&found, "PL0200", 19, "hosts.yaml"), "{found:?}");
     // Nothing else: the first rule is not reported as shadowed by the second.
-    assert_eq!(found.len(), 5, "{found:?}");
+    assert_eq!(found.len(), 6, "{found:?}");
     assert!(!found.iter().any(|(c, _, _)| c == "PL0202"), "opt-in lint ran by default");
 }
 

@@ -38,4 +38,6 @@ fn the_valid_fixtures_lint_clean_with_warnings_denied() {
     let clusterwide = bundle.cilium_policies.iter().filter(|p| p.clusterwide).count();
     assert!(namespaced >= 2 && clusterwide >= 1, "{namespaced} CNPs, {clusterwide} CCNPs");
     assert!(compilation.artifact.policy.len() > 10);
+    // A host policy among them, compiled to a host endpoint.
+    assert!(compilation.artifact.endpoints.iter().any(|e| e.is_host()));
 }

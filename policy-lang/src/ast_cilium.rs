@@ -34,8 +34,11 @@ impl CiliumPolicy {
 pub struct CiliumRule {
     /// `None` for `spec`, `Some(i)` for `specs[i]`.
     pub index: Option<usize>,
-    /// `endpointSelector`, prefixes removed.
+    /// `endpointSelector`, or `nodeSelector` when `nodes` is set; prefixes removed.
     pub subject: LabelSelector,
+    /// Whether the subject is a `nodeSelector`: the rule is a host policy, which applies
+    /// to the nodes whose labels match (only in a cluster-wide policy).
+    pub nodes: bool,
     /// Whether selecting an endpoint turns on default deny, per direction, after
     /// Cilium's defaulting: `enableDefaultDeny` when given, else whether the direction
     /// has allow or deny rules at all (counted before invalid rules were left out).

@@ -4,8 +4,7 @@
 //! Cilium rules can say things an offline compiler cannot enforce: L7 rules, TLS and
 //! listeners need its proxy, `toFQDNs` its DNS proxy, `toGroups` a cloud API,
 //! `authentication` mutual authentication; `toServices` and `cidrGroupRef` need cluster
-//! objects policyc does not read yet, and node selectors (host policies) a datapath on
-//! the node's own interfaces. Each is reported at its field with a coded error, and the
+//! objects policyc does not read yet. Each is reported at its field with a coded error, and the
 //! rule that holds it is left out of the model. For an allow rule that is the safe side
 //! (it allows less); an error stops the compile in any case, so a deny rule is never
 //! left out of an artifact.
@@ -184,9 +183,11 @@ fn rule(r: &mut Reader<'_>, node: &Node, index: Option<usize>, kind: &str) -> Op
     };
     let fields = r.fields(node, &format!("{kind} {what}"), RULE_FIELDS)?;
 
-    let node_selector = fields.get("nodeSelector").and(fields.key("nodeSelector"));
+    // (key, value) of `nodeSelector`: the key spans the diagnostics about the field.
+    let node_selector =
+        fields.get("nodeSelector").and_then(|n| fields.key("nodeSelector").map(|k| (k, n)));
     let subject = match (fields.get("endpointSelector"), node_selector) {
-        (Some(_), Some(key)) => {
+        (Some(_), Some((key, _))) => {
             r.push(
                 Diagnostic::new(codes::EXCLUSIVE_FIELDS, "a rule cannot have both endpointSelector and nodeSelector")
                     .at(key.span, "nodeSelector here")
@@ -194,23 +195,29 @@ fn rule(r: &mut Reader<'_>, node: &Node, index: Option<usize>, kind: &str) -> Op
             );
             None
         }
-        (None, Some(key)) => {
-            // A host policy cannot be enforced faithfully by the datapath as it stands
-            // (docs/diagnostics.md, PL0103, has the whole argument): its programs sit on
-            // a pod's host-side veth, where tc ingress carries what the pod sends; on a
-            // node's uplink that sense is reversed and forwarded pod traffic passes too,
-            // traffic between the node and its own pods never crosses the uplink, and
-            // the artifact, shared by every node, gives node addresses no per-node host
-            // identity. Compiling the rule's tables anyway would enforce something else.
+        (None, Some((key, _))) if kind == "CiliumNetworkPolicy" => {
+            // Cilium refuses a node selector in a namespaced policy: nodes belong to no
+            // namespace, so only a cluster-wide policy can select them.
             r.push(
                 Diagnostic::new(
-                    codes::UNSUPPORTED_FIELD,
-                    "nodeSelector (a host policy) cannot be enforced: policyc's datapath sits on pod interfaces, which a node's own traffic does not cross",
+                    codes::NAMESPACED_NODE_SELECTOR,
+                    "a CiliumNetworkPolicy cannot select nodes: nodeSelector is for CiliumClusterwideNetworkPolicy",
                 )
-                .at(key.span, "selects nodes, not pods: rule not compiled")
-                .help("keep enforcing host policies with Cilium's host firewall (or the node's nftables), and give policyc only the rules with an endpointSelector"),
+                .at(key.span, "nodes belong to no namespace")
+                .help("move the rule to a CiliumClusterwideNetworkPolicy (no namespace), or select pods with endpointSelector"),
             );
             None
+        }
+        (None, Some((_, selector_node))) => {
+            match selector::selector(
+                r,
+                selector_node,
+                &format!("{what}.nodeSelector"),
+                Role::Subject,
+            ) {
+                Some(Selected::Labels(selector)) => Some(selector),
+                _ => None,
+            }
         }
         (Some(selector_node), None) => {
             match selector::selector(
@@ -267,6 +274,7 @@ fn rule(r: &mut Reader<'_>, node: &Node, index: Option<usize>, kind: &str) -> Op
     Some(CiliumRule {
         index,
         subject: subject?,
+        nodes: node_selector.is_some(),
         default_deny_ingress,
         default_deny_egress,
         ingress,

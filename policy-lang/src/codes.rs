@@ -55,11 +55,13 @@ codes! {
     INVALID_ENTITY = "PL0029", Error, "an entity is not one Cilium defines";
     TOO_MANY_PORTS = "PL0030", Error, "a toPorts or icmps entry lists more than 40 items";
     RESERVED_LABEL = "PL0031", Warning, "a pod label uses a key reserved for namespace identity";
+    NAMESPACED_NODE_SELECTOR = "PL0032", Error, "a namespaced CiliumNetworkPolicy selects nodes";
+    HOST_ENDPOINT_NAME_TAKEN = "PL0033", Error, "a node's host endpoint has the name of a pod";
     SKIPPED_KIND = "PL0100", Note, "an object kind that does not affect policy is skipped";
     UNSUPPORTED_API = "PL0101", Error, "a policy kind or apiVersion that is not supported";
     NEEDS_PROXY = "PL0102", Error, "a rule needs a proxy, DNS or a cloud API at run time";
     UNSUPPORTED_FIELD = "PL0103", Error, "a policy field that policyc does not support yet";
-    POLICY_SELECTS_NOTHING = "PL0200", Warning, "a policy selects no pod of the inventory";
+    POLICY_SELECTS_NOTHING = "PL0200", Warning, "a policy selects no pod (or, a host policy, no node) of the inventory";
     PEER_SELECTS_NOTHING = "PL0201", Warning, "a peer selects no pod of the inventory";
     POD_NOT_ISOLATED = "PL0202", Warning, "a pod is not isolated by any policy";
     EGRESS_BLOCKS_DNS = "PL0203", Warning, "egress isolation blocks DNS";

@@ -95,7 +95,8 @@ pub fn cilium_policies(policies: &[CiliumPolicy]) -> String {
 }
 
 fn cilium_rule(rule: &CiliumRule) -> Yaml {
-    let mut fields = vec![("endpointSelector", selector(&rule.subject))];
+    let subject = if rule.nodes { "nodeSelector" } else { "endpointSelector" };
+    let mut fields = vec![(subject, selector(&rule.subject))];
     let lists = [
         ("ingress", "from", &rule.ingress),
         ("ingressDeny", "from", &rule.ingress_deny),

@@ -293,10 +293,12 @@ fn cilium_entries() -> impl Strategy<Value = Vec<CiliumPeerRule>> {
 
 fn cilium_rule() -> impl Strategy<Value = CiliumRule> {
     let lists = (cilium_entries(), cilium_entries(), cilium_entries(), cilium_entries());
-    (selector(), any::<(bool, bool)>(), lists).prop_map(
-        |(subject, (default_deny_ingress, default_deny_egress), lists)| CiliumRule {
+    (selector(), any::<(bool, bool, bool)>(), lists).prop_map(
+        |(subject, (nodes, default_deny_ingress, default_deny_egress), lists)| CiliumRule {
             index: None,
             subject,
+            // Made `false` again below for a namespaced policy, which cannot select nodes.
+            nodes,
             default_deny_ingress,
             default_deny_egress,
             ingress: lists.0,
@@ -325,7 +327,13 @@ fn cilium_policy() -> impl Strategy<Value = CiliumPolicy> {
         rules
     });
     (any::<bool>(), dns_subdomain(), dns_label(), labels(), rules).prop_map(
-        |(clusterwide, name, namespace, labels, rules)| CiliumPolicy {
+        |(clusterwide, name, namespace, labels, mut rules)| CiliumPolicy {
+            rules: {
+                for rule in &mut rules {
+                    rule.nodes &= clusterwide;
+                }
+                rules
+            },
             meta: ObjectMeta {
                 name: Sp::new(name, Span::default()),
                 namespace: if clusterwide { String::new() } else { namespace },
@@ -333,7 +341,6 @@ fn cilium_policy() -> impl Strategy<Value = CiliumPolicy> {
                 span: Span::default(),
             },
             clusterwide,
-            rules,
         },
     )
 }

@@ -126,13 +126,16 @@ fn the_directory_is_one_consistent_cluster() {
 fn decodes_every_object_of_the_fixtures() {
     let (_, bundle) = load(&[fixtures_dir()]);
     assert_eq!(bundle.namespaces.len(), 4);
-    assert_eq!(bundle.nodes.len(), 3);
+    // Three from `kubectl get nodes`, one beside the host firewall.
+    assert_eq!(bundle.nodes.len(), 4);
     // Eight from `kubectl get pods -A`, one Helm test hook.
     assert_eq!(bundle.pods.len(), 9);
     assert_eq!(bundle.network_policies.len(), 6);
-    // Two CiliumNetworkPolicies and a clusterwide one from kubectl, two from Helm.
-    assert_eq!(bundle.cilium_policies.len(), 5);
-    assert_eq!(bundle.cilium_policies.iter().filter(|p| p.clusterwide).count(), 1);
+    // Two CiliumNetworkPolicies and a clusterwide one from kubectl, two from Helm, and
+    // a host firewall (a clusterwide policy with a nodeSelector).
+    assert_eq!(bundle.cilium_policies.len(), 6);
+    assert_eq!(bundle.cilium_policies.iter().filter(|p| p.clusterwide).count(), 2);
+    assert!(bundle.cilium_policies.iter().flat_map(|p| &p.rules).any(|r| r.nodes));
     let mut kinds: Vec<&str> = bundle.workloads.iter().map(|w| w.kind.name()).collect();
     kinds.sort();
     assert_eq!(

@@ -1,8 +1,10 @@
 //! Interface bindings: which host-side interface carries which endpoint of the artifact.
 //!
-//! A binding is written `NAME=NAMESPACE/POD`. It is resolved against the artifact and
-//! against the current network namespace (the interface must exist there), before
-//! anything in the kernel is touched.
+//! A binding is written `NAME=NAMESPACE/POD`, or `NAME=node/NODE` for the host endpoint
+//! of node `NODE` (the artifact has one when a host policy selects the node; `NAME` is
+//! then the node's uplink). It is resolved against the artifact and against the current
+//! network namespace (the interface must exist there), before anything in the kernel is
+//! touched. A node binds at most one host endpoint, its own, on any number of uplinks.
 //!
 //! A pod the artifact does not list (a new replica scheduled after the compile) can be
 //! bound with its addresses and labels ([`UnlistedPod`]): it gets the identity the
@@ -107,9 +109,13 @@ pub struct BoundInterface {
     pub endpoint: String,
     /// What the endpoints map says for this interface in the artifact's generation.
     pub policy: EndpointPolicy,
-    /// Addresses the artifact does not map to the endpoint's identity (an unlisted pod's):
-    /// the hosts map gets them.
+    /// Addresses the artifact does not map to the endpoint's identity (an unlisted pod's,
+    /// or a host endpoint's: its node's own): the hosts map gets them.
     pub addresses: Vec<IpAddr>,
+    /// A node's host endpoint (`node/NAME`): the interface is the node's uplink, its
+    /// programs are attached the other way round and its entry carries
+    /// [`datapath::EP_F_HOST`].
+    pub host: bool,
 }
 
 /// Resolves every binding; `ifindex_of` looks an interface up (see
@@ -129,8 +135,17 @@ pub fn resolve(
         let ifindex = ifindex_of(&binding.interface).map_err(|source| {
             RuntimeError::UnknownInterface { interface: binding.interface.clone(), source }
         })?;
+        let host = artifact.endpoint(&binding.endpoint).is_some_and(|r| r.is_host());
         let (endpoint_id, identity, tables, addresses) =
             match (artifact.endpoint(&binding.endpoint), &binding.pod) {
+                // The node's own addresses: the artifact gives every node's the
+                // remote-node identity, this node gives its own the host identity.
+                (Some(record), _) if record.is_host() => (
+                    record.endpoint_id,
+                    record.identity,
+                    [record.ingress_table, record.egress_table],
+                    record.addresses.clone(),
+                ),
                 (Some(record), _) => (
                     record.endpoint_id,
                     record.identity,
@@ -163,7 +178,15 @@ pub fn resolve(
                 egress_port_bits: artifact.port_bits(tables[1]),
             },
             addresses,
+            host,
         });
+    }
+    // Several uplinks may carry the node's host endpoint; two nodes' cannot be here.
+    let hosts: BTreeSet<&str> =
+        bound.iter().filter(|b| b.host).map(|b| b.endpoint.as_str()).collect();
+    if hosts.len() > 1 {
+        let endpoints = hosts.into_iter().map(str::to_owned).collect();
+        return Err(RuntimeError::SeveralHostEndpoints { endpoints });
     }
     number_unlisted(artifact, &mut bound);
     Ok(bound)
@@ -238,6 +261,60 @@ pub fn ifindex_in_current_netns(name: &str) -> io::Result<u32> {
     // SAFETY: `c_name` is a valid NUL-terminated string that outlives the call.
     let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
     if index == 0 { Err(io::Error::last_os_error()) } else { Ok(index) }
+}
+
+/// Every address of an interface of the current network namespace but the loopback ones:
+/// the addresses the kernel takes as the node's own (any of them, whatever interface a
+/// packet arrives on), besides those its Node object lists.
+pub fn local_addresses_in_current_netns() -> io::Result<Vec<IpAddr>> {
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs writes a list head into `list`, which is freed below.
+    if unsafe { libc::getifaddrs(&mut list) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut out = Vec::new();
+    let mut entry = list;
+    while !entry.is_null() {
+        // SAFETY: `entry` is a node of the list getifaddrs returned, not yet freed.
+        let ifa = unsafe { &*entry };
+        entry = ifa.ifa_next;
+        if ifa.ifa_addr.is_null() {
+            continue;
+        }
+        // SAFETY: a non-null ifa_addr points to a sockaddr whose family says its type.
+        let address = match i32::from(unsafe { (*ifa.ifa_addr).sa_family }) {
+            libc::AF_INET => {
+                // SAFETY: the family is AF_INET, so this is a sockaddr_in.
+                let sin = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in>() };
+                IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes())
+            }
+            libc::AF_INET6 => {
+                // SAFETY: the family is AF_INET6, so this is a sockaddr_in6.
+                let sin6 = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in6>() };
+                IpAddr::from(sin6.sin6_addr.s6_addr)
+            }
+            _ => continue,
+        };
+        if !address.is_loopback() && !out.contains(&address) {
+            out.push(address);
+        }
+    }
+    // SAFETY: `list` came from getifaddrs and is freed once, after its last use.
+    unsafe { libc::freeifaddrs(list) };
+    Ok(out)
+}
+
+/// Adds `local` to the addresses of every host endpoint of `bound`: a node's own
+/// addresses are those its Node object lists and those its interfaces have, so that no
+/// traffic to an address the Node object leaves out passes a host policy as forwarded.
+pub fn add_local_addresses(bound: &mut [BoundInterface], local: &[IpAddr]) {
+    for interface in bound.iter_mut().filter(|b| b.host) {
+        for address in local {
+            if !interface.addresses.contains(address) {
+                interface.addresses.push(*address);
+            }
+        }
+    }
 }
 
 /// The name of the interface with this ifindex in the current network namespace.
@@ -381,6 +458,60 @@ mod tests {
         let twice = ["pw=prod/web".parse().unwrap(), "pw=prod/web".parse().unwrap()];
         let err = resolve(&artifact, &twice, |_| Ok(3)).unwrap_err();
         assert!(matches!(err, RuntimeError::DuplicateInterface { .. }), "{err}");
+    }
+
+    /// Two nodes' host endpoints beside a pod, as the compiler writes them.
+    fn with_host_endpoints() -> Artifact {
+        let mut artifact = artifact(&["prod/web"]);
+        for (i, name) in ["node/edge-1", "node/edge-2"].into_iter().enumerate() {
+            artifact.endpoints.push(EndpointRecord {
+                name: name.to_owned(),
+                endpoint_id: 10 + i as u32,
+                identity: datapath::IDENTITY_HOST,
+                ingress_table: 4,
+                egress_table: 0,
+                addresses: vec![format!("10.0.9.{}", i + 1).parse().unwrap()],
+            });
+        }
+        artifact
+    }
+
+    #[test]
+    fn a_host_endpoint_binds_an_uplink_with_the_nodes_own_addresses() {
+        let artifact = with_host_endpoints();
+        let bindings = ["eth0=node/edge-1".parse().unwrap(), "pw=prod/web".parse().unwrap()];
+        let bound = resolve(&artifact, &bindings, |_| Ok(2)).unwrap();
+        assert!(bound[0].host && !bound[1].host);
+        assert_eq!(bound[0].policy.identity, datapath::IDENTITY_HOST);
+        assert_eq!(bound[0].addresses, ["10.0.9.1".parse::<IpAddr>().unwrap()]);
+        assert!(bound[1].addresses.is_empty());
+        // Two uplinks of one node carry the same host endpoint.
+        let uplinks = ["eth0=node/edge-1".parse().unwrap(), "eth1=node/edge-1".parse().unwrap()];
+        assert!(resolve(&artifact, &uplinks, |_| Ok(2)).is_ok());
+    }
+
+    #[test]
+    fn a_host_endpoint_takes_the_nodes_interface_addresses_too() {
+        let artifact = with_host_endpoints();
+        let bindings = ["eth0=node/edge-1".parse().unwrap(), "pw=prod/web".parse().unwrap()];
+        let mut bound = resolve(&artifact, &bindings, |_| Ok(2)).unwrap();
+        let local: Vec<IpAddr> =
+            ["10.0.9.1", "192.0.2.77", "fe80::1"].into_iter().map(|a| a.parse().unwrap()).collect();
+        add_local_addresses(&mut bound, &local);
+        assert_eq!(bound[0].addresses, local, "listed once each, the Node's first");
+        assert!(bound[1].addresses.is_empty(), "a pod's interface takes none");
+        // The test's own namespace has addresses to list, loopback left out.
+        let here = local_addresses_in_current_netns().unwrap();
+        assert!(here.iter().all(|a| !a.is_loopback()), "{here:?}");
+    }
+
+    #[test]
+    fn another_nodes_host_endpoint_cannot_be_bound_beside_this_ones() {
+        let artifact = with_host_endpoints();
+        let both = ["eth0=node/edge-1".parse().unwrap(), "eth1=node/edge-2".parse().unwrap()];
+        let err = resolve(&artifact, &both, |_| Ok(2)).unwrap_err();
+        assert!(matches!(err, RuntimeError::SeveralHostEndpoints { .. }), "{err}");
+        assert!(err.to_string().contains("node/edge-1, node/edge-2"), "{err}");
     }
 
     /// prod/web (identity 258, ingress table 5) as the compiler would describe it.

@@ -252,6 +252,12 @@ pub enum RuntimeError {
     #[error("interface {interface} is bound more than once")]
     DuplicateInterface { interface: String },
 
+    /// The bindings name the host endpoints of more than one node: a node enforces its
+    /// own host policy only, since its own addresses are the ones it gives the host
+    /// identity.
+    #[error("bindings name the host endpoints of several nodes ({}); bind only this node's", .endpoints.join(", "))]
+    SeveralHostEndpoints { endpoints: Vec<String> },
+
     /// A binding names an endpoint the artifact does not have.
     #[error("the artifact has no endpoint {endpoint}{}", similar_names(.suggestions, *.known))]
     UnknownEndpoint { endpoint: String, suggestions: Vec<String>, known: usize },
@@ -287,6 +293,14 @@ pub enum RuntimeError {
         dir.display()
     )]
     NoLiveArtifact { dir: PathBuf, checksum: String },
+
+    /// The addresses of the current network namespace could not be listed (for a host
+    /// endpoint, whose own addresses they are).
+    #[error("listing the addresses of the current network namespace")]
+    LocalAddresses {
+        #[source]
+        source: io::Error,
+    },
 
     /// A bound interface does not exist in the current network namespace.
     #[error("resolving interface {interface} in the current network namespace")]

@@ -79,11 +79,13 @@ pub(crate) fn program_identity(id: u32) -> Result<Option<ProgramIdentity>> {
     Ok(None)
 }
 
-/// Puts `program` on the link pinned for `interface` at `hook` in place of the program
-/// it carries, in one `BPF_LINK_UPDATE`: every packet meets the old program or the new
-/// one, never none. The program must be loaded.
+/// Puts `program` (the one of `program_hook`, see [`Hook::program_hook`]) on the link
+/// pinned for `interface` at `hook` in place of the program it carries, in one
+/// `BPF_LINK_UPDATE`: every packet meets the old program or the new one, never none. The
+/// program must be loaded.
 pub(crate) fn replace(
     program: &mut SchedClassifier,
+    program_hook: Hook,
     pins: &PinDir,
     interface: &str,
     hook: Hook,
@@ -93,7 +95,7 @@ pub(crate) fn replace(
     let link = FdLink::from(PinnedLink::from_pin(&path).map_err(open_err)?);
     let link = SchedClassifierLink::try_from(link).map_err(open_err)?;
     let replace_err = |source| RuntimeError::Attach {
-        program: hook.program(),
+        program: program_hook.program(),
         hook: hook.name(),
         interface: interface.to_owned(),
         source: Box::new(source),
@@ -105,16 +107,17 @@ pub(crate) fn replace(
     Ok(())
 }
 
-/// Attaches `program` at `hook` of `interface` with tcx (after any program already
-/// there) and pins the link. The program must be loaded.
+/// Attaches `program` (the one of `program_hook`) at `hook` of `interface` with tcx
+/// (after any program already there) and pins the link. The program must be loaded.
 pub(crate) fn attach(
     program: &mut SchedClassifier,
+    program_hook: Hook,
     pins: &PinDir,
     interface: &str,
     hook: Hook,
 ) -> Result<()> {
     let attach_err = |source| RuntimeError::Attach {
-        program: hook.program(),
+        program: program_hook.program(),
         hook: hook.name(),
         interface: interface.to_owned(),
         source: Box::new(source),

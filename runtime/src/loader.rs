@@ -166,6 +166,9 @@ pub struct InterfaceStatus {
     pub ifindex: Option<u32>,
     /// The endpoint in the live generation, if the interface is bound.
     pub endpoint: Option<EndpointPolicy>,
+    /// The interface is a node's uplink bound to its host endpoint
+    /// ([`datapath::EP_F_HOST`]): its programs are attached the other way round.
+    pub host: bool,
     /// Hooks with a link pin.
     pub links: Vec<Hook>,
     /// The interface's counters per reason (empty without an endpoint entry).
@@ -297,6 +300,8 @@ impl Node {
         for interface in bound {
             for hook in Hook::BOTH {
                 let name = interface.interface.as_str();
+                // The program for this hook: a node's uplink carries them swapped.
+                let program = hook.program_hook(interface.host);
                 match links::link_state(&self.pins, name, hook)? {
                     LinkState::Live { program_id } => {
                         // Kept only if it is this build's code over the pinned maps: as
@@ -304,17 +309,17 @@ impl Node {
                         // or else as loading this build's program shows.
                         let attached = links::program_identity(program_id)?;
                         let remembered = cache
-                            .get(hook.program())
+                            .get(program.program())
                             .filter(|(_, maps)| maps.iter().all(|id| pinned.contains(id)));
                         let ours = match remembered {
                             Some(known) if attached.as_ref() == Some(&known) => known,
-                            _ => self.loaded_identity(hook, cache)?,
+                            _ => self.loaded_identity(program, cache)?,
                         };
                         if attached == Some(ours) {
                             report.kept.push((name.to_owned(), hook));
                         } else {
                             let pins = self.pins.clone();
-                            links::replace(self.program(hook)?, &pins, name, hook)?;
+                            links::replace(self.program(program)?, program, &pins, name, hook)?;
                             report.replaced.push((name.to_owned(), hook));
                         }
                         continue;
@@ -331,7 +336,7 @@ impl Node {
                 }
                 self.load_programs()?;
                 let pins = self.pins.clone();
-                links::attach(self.program(hook)?, &pins, name, hook)?;
+                links::attach(self.program(program)?, program, &pins, name, hook)?;
                 report.attached.push((name.to_owned(), hook));
             }
         }
@@ -371,7 +376,14 @@ pub fn apply(
     let _span = tracing::info_span!("apply", pin_dir = %pin_dir.display()).entered();
     let resolve = |artifact, bindings| {
         let _span = tracing::info_span!("resolve").entered();
-        bindings::resolve(artifact, bindings, bindings::ifindex_in_current_netns)
+        let mut bound = bindings::resolve(artifact, bindings, bindings::ifindex_in_current_netns)?;
+        if bound.iter().any(|b| b.host) {
+            let local = bindings::local_addresses_in_current_netns()
+                .map_err(|source| RuntimeError::LocalAddresses { source })?;
+            tracing::debug!(?local, "the node's own addresses");
+            bindings::add_local_addresses(&mut bound, &local);
+        }
+        Ok::<_, RuntimeError>(bound)
     };
     let bound = resolve(artifact, bindings)?;
     let node = Node::prepare(pin_dir)?;
@@ -634,6 +646,7 @@ fn status_of(
                 name,
                 ifindex: Some(*ifindex),
                 endpoint: (bound.endpoint_id != 0).then_some(bound),
+                host: info.flags & datapath::EP_F_HOST != 0,
                 links: vec![],
                 metrics,
             },
@@ -712,7 +725,7 @@ mod tests {
         let info = |live, row| EndpointInfo {
             slot: [EndpointPolicy::default(), live],
             metrics_row: row,
-            pad: 0,
+            flags: 0,
         };
         maps.live.endpoints.insert(7, info(bound, 1));
         maps.live.endpoints.insert(8, info(EndpointPolicy::default(), 2));

@@ -20,12 +20,15 @@ pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/policyc";
 /// `BPF_FS_MAGIC` from `<linux/magic.h>`: the `f_type` statfs reports for bpffs.
 const BPF_FS_MAGIC: u64 = 0xcafe_4a11;
 
-/// The two tc hooks of a host-side interface.
+/// The two tc hooks of a host-side interface. On a pod's interface (the host end of its
+/// veth) tc ingress carries what the pod sends; on a node's uplink, bound to the node's
+/// host endpoint, it carries what the node receives, so there the programs swap hooks
+/// ([`Hook::program_hook`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Hook {
-    /// tc ingress: packets the endpoint sends, judged by its egress table.
+    /// tc ingress: packets a pod sends, judged by its egress table.
     Ingress,
-    /// tc egress: packets the endpoint receives, judged by its ingress table.
+    /// tc egress: packets a pod receives, judged by its ingress table.
     Egress,
 }
 
@@ -40,7 +43,18 @@ impl Hook {
         }
     }
 
-    /// The program attached at this hook.
+    /// The hook whose program ([`Hook::program`]) runs at this hook: itself on a pod's
+    /// interface, the other one on a node's uplink (`host`), so that each program still
+    /// judges the packets to or from its endpoint.
+    pub fn program_hook(self, host: bool) -> Hook {
+        match (self, host) {
+            (hook, false) => hook,
+            (Hook::Ingress, true) => Hook::Egress,
+            (Hook::Egress, true) => Hook::Ingress,
+        }
+    }
+
+    /// The program attached at this hook of a pod's interface.
     pub fn program(self) -> &'static str {
         match self {
             Hook::Ingress => datapath::program_names::FROM_ENDPOINT,
@@ -197,6 +211,10 @@ mod tests {
         );
         assert_eq!(Hook::Ingress.program(), "policyc_from_ep");
         assert_eq!(Hook::Egress.program(), "policyc_to_ep");
+        // A node's uplink: what arrives is to the host endpoint.
+        assert_eq!(Hook::Ingress.program_hook(true).program(), "policyc_to_ep");
+        assert_eq!(Hook::Egress.program_hook(true).program(), "policyc_from_ep");
+        assert_eq!(Hook::Egress.program_hook(false), Hook::Egress);
     }
 
     #[test]

@@ -106,14 +106,35 @@ impl Plan {
         let old = live.view(s);
         let state = |side| if matches!(side, Side::Old) { &old } else { desired };
         let rows = assign_rows(live, desired)?;
+        // Flags belong to an interface, not to a generation: a bound interface takes the
+        // desired flags with the plan's first write (they change only with its role, when
+        // its programs are re-attached the other way round anyway). The endpoints are
+        // staged as if they had them already, so every later write keeps them.
+        let flags_of = |k: &u32| desired.endpoint_flags.get(k).copied().unwrap_or(0);
+        let endpoints: BTreeMap<u32, EndpointInfo> = live
+            .endpoints
+            .iter()
+            .map(|(k, v)| {
+                let flags = if desired.endpoints.contains_key(k) { flags_of(k) } else { v.flags };
+                (*k, EndpointInfo { flags, ..*v })
+            })
+            .collect();
+        let reflagged: Vec<MapEntry> = endpoints
+            .iter()
+            .filter(|(k, v)| live.endpoints.get(k).is_some_and(|old| old.flags != v.flags))
+            .map(|(k, v)| MapEntry::Endpoint(*k, *v))
+            .collect();
 
         let stages = [
             stage(
-                &live.endpoints,
+                &endpoints,
                 &desired.endpoints,
                 s,
                 |_, _| EndpointPolicy::default(),
-                |k| endpoint_info([EndpointPolicy::default(); SLOTS], rows[k]),
+                |k| EndpointInfo {
+                    flags: flags_of(k),
+                    ..endpoint_info([EndpointPolicy::default(); SLOTS], rows[k])
+                },
             )
             .wrap(MapName::Endpoints, MapEntry::Endpoint, MapKey::Endpoint),
             stage(
@@ -167,6 +188,11 @@ impl Plan {
                 // change no answer, and a prepared value would only be levelled again.
                 plan.level.extend(st.level_now);
             }
+        }
+        if flip {
+            plan.prepare.splice(0..0, reflagged);
+        } else {
+            plan.level.splice(0..0, reflagged);
         }
         plan.wait_before_level = !flip && (!plan.level.is_empty() || !plan.deletes.is_empty());
         plan.check_capacity(live)?;

@@ -162,6 +162,30 @@ fn repairs_drift_in_the_live_maps() {
 }
 
 #[test]
+fn an_interface_that_becomes_a_host_uplink_takes_the_host_flag_and_keeps_it() {
+    let mut maps = settled(&small_node());
+    let mut desired = small_node();
+    desired.endpoint_flags.insert(2, datapath::EP_F_HOST);
+
+    let plan = sync(&mut maps, &desired).unwrap();
+
+    assert!(!plan.is_empty());
+    assert_eq!(maps.live.endpoints[&2].flags, datapath::EP_F_HOST);
+    assert_eq!(maps.live.endpoints[&1].flags, 0);
+    assert_eq!(maps.live.live_view(), desired);
+    let again = sync(&mut maps, &desired).unwrap();
+    assert!(again.is_empty(), "{again:?}");
+    // Back to a pod's interface, and a new uplink bound as a host at once.
+    desired.endpoint_flags.clear();
+    desired.endpoints.insert(3, endpoint(3, 10, 0));
+    desired.endpoint_flags.insert(3, datapath::EP_F_HOST);
+    sync(&mut maps, &desired).unwrap();
+    assert_eq!(maps.live.endpoints[&2].flags, 0);
+    assert_eq!(maps.live.endpoints[&3].flags, datapath::EP_F_HOST);
+    assert_eq!(maps.live.live_view(), desired);
+}
+
+#[test]
 fn an_interface_keeps_its_metrics_row_and_a_new_one_takes_the_lowest_free_row() {
     let mut maps = FakeMaps::default();
     sync(&mut maps, &small_node()).unwrap();

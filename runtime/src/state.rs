@@ -24,6 +24,9 @@ use crate::{
 pub struct MapState {
     /// Bound interfaces; an interface absent here is not bound (its packets drop).
     pub endpoints: BTreeMap<u32, EndpointPolicy>,
+    /// Non-zero `EndpointInfo::flags` of bound interfaces ([`datapath::EP_F_HOST`] on a
+    /// node's uplink). Flags belong to the interface, not to a generation.
+    pub endpoint_flags: BTreeMap<u32, u32>,
     /// Full-length addresses and their identities.
     pub hosts: BTreeMap<HostKey, u32>,
     /// Shorter prefixes and their identities.
@@ -49,6 +52,9 @@ impl MapState {
         }
         for interface in bound {
             state.endpoints.insert(interface.ifindex, interface.policy);
+            if interface.host {
+                state.endpoint_flags.insert(interface.ifindex, datapath::EP_F_HOST);
+            }
             for address in &interface.addresses {
                 let (family, bytes) = match address {
                     IpAddr::V4(a) => {
@@ -60,7 +66,13 @@ impl MapState {
                 };
                 let host = HostKey { family, pad: [0; 3], addr: bytes };
                 let identity = interface.policy.identity;
-                insert_unique(&mut state.hosts, host, identity, MapName::Hosts)?;
+                if interface.host {
+                    // This node's own address, a remote node's in the artifact: here it
+                    // is the host (the host endpoint's identity).
+                    state.hosts.insert(host, identity);
+                } else {
+                    insert_unique(&mut state.hosts, host, identity, MapName::Hosts)?;
+                }
             }
         }
         Ok(state)
@@ -127,7 +139,10 @@ impl LiveMaps {
                 .endpoints
                 .iter()
                 .zip(1..)
-                .map(|((k, v), row)| (*k, endpoint_info([*v; SLOTS], row)))
+                .map(|((k, v), row)| {
+                    let flags = state.endpoint_flags.get(k).copied().unwrap_or(0);
+                    (*k, EndpointInfo { flags, ..endpoint_info([*v; SLOTS], row) })
+                })
                 .collect(),
             hosts: state
                 .hosts
@@ -157,6 +172,12 @@ impl LiveMaps {
                 .iter()
                 .filter(|(_, v)| v.slot[slot].endpoint_id != 0)
                 .map(|(k, v)| (*k, v.slot[slot]))
+                .collect(),
+            endpoint_flags: self
+                .endpoints
+                .iter()
+                .filter(|(_, v)| v.slot[slot].endpoint_id != 0 && v.flags != 0)
+                .map(|(k, v)| (*k, v.flags))
                 .collect(),
             hosts: self.hosts.iter().map(|(k, v)| (*k, v.identity[slot])).collect(),
             ipcache: self.ipcache.iter().map(|(k, v)| (*k, v.identity[slot])).collect(),
@@ -223,7 +244,7 @@ impl LiveMaps {
 
 /// An endpoints value.
 pub(crate) fn endpoint_info(slot: [EndpointPolicy; SLOTS], metrics_row: u32) -> EndpointInfo {
-    EndpointInfo { slot, metrics_row, pad: 0 }
+    EndpointInfo { slot, metrics_row, flags: 0 }
 }
 
 fn insert_unique<K: Ord + Copy + std::fmt::Debug, V: PartialEq + Copy>(
@@ -237,5 +258,51 @@ fn insert_unique<K: Ord + Copy + std::fmt::Debug, V: PartialEq + Copy>(
             Err(RuntimeError::DuplicateKey { map: name.pin_name(), key: format!("{key:?}") })
         }
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use compiler::artifact::EndpointRecord;
+
+    use super::*;
+
+    #[test]
+    fn a_bound_host_endpoint_gives_the_nodes_own_addresses_the_host_identity() {
+        let edge: IpAddr = "10.0.9.1".parse().unwrap();
+        let other: IpAddr = "10.0.9.2".parse().unwrap();
+        let key = |ip: IpAddr| {
+            let IpAddr::V4(v4) = ip else { unreachable!("IPv4 literals") };
+            let mut addr = [0u8; 16];
+            addr[..4].copy_from_slice(&v4.octets());
+            HostKey { family: datapath::FAMILY_IPV4, pad: [0; 3], addr }
+        };
+        let full = |ip: IpAddr| key(ip).prefix();
+        let remote_node = 6;
+        let artifact = Artifact {
+            ipcache: vec![(full(edge), remote_node), (full(other), remote_node)],
+            endpoints: vec![EndpointRecord {
+                name: "node/edge-1".into(),
+                endpoint_id: 5,
+                identity: datapath::IDENTITY_HOST,
+                ingress_table: 4,
+                egress_table: 0,
+                addresses: vec![edge],
+            }],
+            ..Artifact::default()
+        };
+        let bindings = ["eth0=node/edge-1".parse().unwrap()];
+        let bound = crate::bindings::resolve(&artifact, &bindings, |_| Ok(2)).unwrap();
+
+        let state = MapState::desired(&artifact, &bound).unwrap();
+
+        assert_eq!(state.hosts[&key(edge)], datapath::IDENTITY_HOST, "this node");
+        assert_eq!(state.hosts[&key(other)], remote_node, "another node");
+        assert_eq!(state.endpoint_flags[&2], datapath::EP_F_HOST);
+        assert_eq!(state.endpoints[&2].identity, datapath::IDENTITY_HOST);
+        // Without the host binding the node's address stays a remote node's.
+        let state = MapState::desired(&artifact, &[]).unwrap();
+        assert_eq!(state.hosts[&key(edge)], remote_node);
+        assert!(state.endpoint_flags.is_empty());
     }
 }

@@ -1,7 +1,7 @@
 //! `policyc-node`: enforces a compiled artifact on this node's interfaces.
 //!
 //! ```text
-//! policyc-node apply ARTIFACT [--iface NAME=NAMESPACE/POD ...] [DIRS]
+//! policyc-node apply ARTIFACT [--iface NAME=NAMESPACE/POD|NAME=node/NODE ...] [DIRS]
 //! policyc-node endpoint add --iface NAME --endpoint NAMESPACE/POD [--ip ADDR ...]
 //!                           [--label KEY=VALUE ...] [--service-account NAME] [DIRS]
 //! policyc-node endpoint remove --iface NAME [DIRS]
@@ -53,7 +53,9 @@ enum Command {
     Apply {
         /// The artifact written by `policyc compile`.
         artifact: PathBuf,
-        /// A host-side interface and the endpoint whose traffic it carries.
+        /// A host-side interface and the endpoint whose traffic it carries; or this
+        /// node's uplink and its host endpoint, `NAME=node/NODE` (when host policies
+        /// select the node): the node's own traffic there is judged by them.
         #[arg(long = "iface", value_name = "NAME=NAMESPACE/POD")]
         interfaces: Vec<Binding>,
         #[command(flatten)]
@@ -459,7 +461,9 @@ fn print_status(status: &Status) {
         );
         let hooks: Vec<&str> = interface.links.iter().map(|h| h.name()).collect();
         let hooks = if hooks.is_empty() { "none".to_owned() } else { hooks.join("+") };
-        println!("  {:<16} {endpoint}; links: {hooks}", interface.name);
+        // A node's uplink carries the programs the other way round.
+        let role = if interface.host { " (host endpoint, programs reversed)" } else { "" };
+        println!("  {:<16} {endpoint}{role}; links: {hooks}", interface.name);
     }
 }
 
@@ -497,6 +501,7 @@ fn status_json(status: &Status) -> serde_json::Value {
                 "ingress_table": e.ingress_table,
                 "egress_table": e.egress_table,
             })),
+            "host": i.host,
             "links": i.links.iter().map(|h| h.name()).collect::<Vec<_>>(),
             "counters": counters(&i.metrics),
         })).collect::<Vec<_>>(),

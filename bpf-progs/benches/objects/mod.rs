@@ -293,7 +293,7 @@ impl Ours {
             ingress_port_bits: 1 << datapath::PORT_BITS,
             egress_port_bits: 1 << datapath::PORT_BITS,
         };
-        let endpoint = EndpointInfo { slot: [policy; 2], metrics_row: METRICS_ROW, pad: 0 };
+        let endpoint = EndpointInfo { slot: [policy; 2], metrics_row: METRICS_ROW, flags: 0 };
         let mut endpoints: HashMap<MapData, u32, EndpointInfo> =
             take(&mut ebpf, map_names::ENDPOINTS)?;
         endpoints.insert(ifindex, endpoint, 0).map_err(insert_err(map_names::ENDPOINTS))?;

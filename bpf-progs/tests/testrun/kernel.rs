@@ -309,8 +309,17 @@ impl Kernel {
 
     /// Writes the endpoint entry at [`LOOPBACK`] as given, both slots; `None` deletes it.
     pub fn bind_slots(&mut self, slots: Option<[EndpointPolicy; 2]>) {
-        let info = slots.map(|slot| EndpointInfo { slot, metrics_row: ROW, pad: 0 });
+        let info = slots.map(|slot| EndpointInfo { slot, metrics_row: ROW, flags: 0 });
         self.set_endpoint(LOOPBACK, info);
+    }
+
+    /// Writes the hosts entry of `ip` with `identity` per generation slot, as the node
+    /// runtime writes its own node's addresses (the host identity) over the artifact's.
+    pub fn set_host(&mut self, ip: std::net::IpAddr, identity: [u32; 2]) {
+        let (family, addr) = super::packet::address(ip);
+        let host = HostKey { family, pad: [0; 3], addr };
+        self.hosts.insert(Plain(host), Plain(IpcacheValue { identity }), 0).expect("writing hosts");
+        self.written_hosts.insert(host);
     }
 
     /// Writes the endpoint entry of interface `ifindex`; `None` deletes it.

@@ -10,6 +10,7 @@ pub mod conntrack;
 pub mod fixture;
 pub mod fragments;
 pub mod generate;
+pub mod host;
 pub mod judge;
 pub mod kernel;
 pub mod malformed;

@@ -42,10 +42,11 @@ pub struct IdentityRecord {
     pub labels: Vec<(String, String)>,
 }
 
-/// An endpoint the node runtime can bind to an interface.
+/// An endpoint the node runtime can bind to an interface: a pod, or the host endpoint
+/// of a node that host policies select (bound to the node's uplink).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct EndpointRecord {
-    /// `namespace/pod`.
+    /// `namespace/pod`, or `node/<node>` for a host endpoint.
     pub name: String,
     /// Scopes conntrack entries in the datapath; unique in the artifact.
     pub endpoint_id: u32,
@@ -54,8 +55,16 @@ pub struct EndpointRecord {
     pub ingress_table: u32,
     /// Policy table for traffic from the endpoint; 0 when egress is not enforced.
     pub egress_table: u32,
-    /// The endpoint's addresses, sorted.
+    /// The endpoint's addresses, sorted (a host endpoint's: its node's).
     pub addresses: Vec<IpAddr>,
+}
+
+impl EndpointRecord {
+    /// Whether this is a node's host endpoint: the only endpoints with the host identity
+    /// (no pod ever has it).
+    pub fn is_host(&self) -> bool {
+        self.identity == crate::identity::reserved::HOST
+    }
 }
 
 /// Where a policy value came from.

@@ -14,6 +14,8 @@ pub enum Group {
     Workload { namespace: String, kind: String, name: String },
     /// A pod without a controller.
     Pod { namespace: String, name: String },
+    /// A node's host endpoint (`node/<name>`), which host policies select.
+    Host { name: String },
     /// The outside addresses in this prefix that no longer prefix of the address table
     /// covers.
     Cidr(Cidr),
@@ -24,20 +26,22 @@ pub enum Group {
 }
 
 impl Group {
-    /// `workload`, `pod`, `cidr`, `nodes` or `world`.
+    /// `workload`, `pod`, `host`, `cidr`, `nodes` or `world`.
     pub fn kind(&self) -> &'static str {
         match self {
             Group::Workload { .. } => "workload",
             Group::Pod { .. } => "pod",
+            Group::Host { .. } => "host",
             Group::Cidr(_) => "cidr",
             Group::Nodes => "nodes",
             Group::World => "world",
         }
     }
 
-    /// True for groups of pods, whose own policies are enforced.
+    /// True for groups of endpoints (pods, or a node's host endpoint), whose own
+    /// policies are enforced.
     pub fn is_pods(&self) -> bool {
-        matches!(self, Group::Workload { .. } | Group::Pod { .. })
+        matches!(self, Group::Workload { .. } | Group::Pod { .. } | Group::Host { .. })
     }
 
     /// Pods of a namespace sort together, workloads and bare pods by name, then the
@@ -46,9 +50,10 @@ impl Group {
         match self {
             Group::Workload { namespace, kind, name } => (0, namespace, name, 0, kind, None),
             Group::Pod { namespace, name } => (0, namespace, name, 1, "", None),
-            Group::Cidr(cidr) => (1, "", "", 0, "", Some(cidr)),
-            Group::Nodes => (2, "", "", 0, "", None),
-            Group::World => (3, "", "", 0, "", None),
+            Group::Host { name } => (1, "", name, 0, "", None),
+            Group::Cidr(cidr) => (2, "", "", 0, "", Some(cidr)),
+            Group::Nodes => (3, "", "", 0, "", None),
+            Group::World => (4, "", "", 0, "", None),
         }
     }
 }
@@ -70,6 +75,7 @@ impl fmt::Display for Group {
         match self {
             Group::Workload { namespace, kind, name } => write!(f, "{kind} {namespace}/{name}"),
             Group::Pod { namespace, name } => write!(f, "Pod {namespace}/{name}"),
+            Group::Host { name } => write!(f, "Node {name}"),
             Group::Cidr(cidr) => write!(f, "{cidr}"),
             Group::Nodes => f.write_str("nodes"),
             Group::World => f.write_str("world"),
@@ -114,8 +120,14 @@ impl Grouping {
         }
     }
 
-    /// The group of the endpoint named `namespace/pod`.
+    /// The group of the endpoint named `namespace/pod`, or of a host endpoint
+    /// (`node/<name>`, never a pod's name in a compiled artifact: PL0033).
     pub fn group_of(&self, endpoint: &str) -> Group {
+        if !self.groups.contains_key(endpoint)
+            && let Some(name) = endpoint.strip_prefix(crate::HOST_ENDPOINT_PREFIX)
+        {
+            return Group::Host { name: name.into() };
+        }
         self.groups.get(endpoint).cloned().unwrap_or_else(|| {
             let (namespace, name) = endpoint.split_once('/').unwrap_or(("", endpoint));
             Group::Pod { namespace: namespace.into(), name: name.into() }

@@ -40,6 +40,7 @@ fn endpoint(name: &str, app: &str, address: &str, ports: &[(&str, u16, Protocol)
                 protocol: *protocol,
             })
             .collect(),
+        host: false,
     }
 }
 
@@ -76,6 +77,7 @@ fn policy(name: &str, subject: &str, isolates: &[Direction], rules: Vec<Rule>) -
         tier: crate::ir::Tier::Default,
         priority: 0,
         subject: select(&[("app", subject)]),
+        nodes: false,
         isolates: isolates.iter().copied().collect::<BTreeSet<_>>(),
         rules,
         span: Span::default(),

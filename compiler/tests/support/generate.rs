@@ -51,6 +51,8 @@ const ENTITIES: &[&str] =
 #[derive(Clone, Debug)]
 pub struct Cluster {
     pub namespaces: Vec<Vec<(&'static str, &'static str)>>,
+    /// Node labels, one entry per node (`n<i>`, address 10.1.0.<10 + i>).
+    pub nodes: Vec<Vec<(&'static str, &'static str)>>,
     pub pods: Vec<Pod>,
     pub policies: Vec<Policy>,
     pub cilium: Vec<CiliumPolicy>,
@@ -116,6 +118,8 @@ pub struct Policy {
 pub struct CiliumPolicy {
     pub namespace: Option<usize>,
     pub subject: Selector,
+    /// The subject is a `nodeSelector` (a host policy); only without a namespace.
+    pub nodes: bool,
     /// `enableDefaultDeny`: (ingress, egress), each given or not.
     pub default_deny: Option<(Option<bool>, Option<bool>)>,
     /// `ingress`, `ingressDeny`, `egress`, `egressDeny`, each present or not.
@@ -295,10 +299,12 @@ pub fn cilium_policy() -> impl Strategy<Value = CiliumPolicy> {
     (
         prop::option::of(0..NAMESPACES.len()),
         selector(POD_KEYS),
+        any::<bool>(),
         default_deny,
         (list(false), list(true), list(false), list(true)),
     )
-        .prop_map(|(namespace, subject, default_deny, (i, id, e, ed))| CiliumPolicy {
+        .prop_map(|(namespace, subject, nodes, default_deny, (i, id, e, ed))| CiliumPolicy {
+            nodes: nodes && namespace.is_none(),
             namespace,
             subject,
             default_deny,
@@ -330,20 +336,23 @@ pub fn cluster() -> impl Strategy<Value = Cluster> {
         prop::collection::vec(policy(), 1..=4),
     )
         .prop_map(|(namespaces, pods, policies)| {
-            Cluster { namespaces, pods, policies, cilium: Vec::new() }.fitted()
+            Cluster { namespaces, nodes: Vec::new(), pods, policies, cilium: Vec::new() }.fitted()
         })
 }
 
-/// Cilium policies, with a NetworkPolicy now and then.
+/// Cilium policies, host policies among them, with a NetworkPolicy now and then. Nodes
+/// carry labels of the keys pods have, so that a pod policy's subject could select a
+/// node's labels and a host policy's a pod's, were the two mixed up.
 pub fn cilium_cluster() -> impl Strategy<Value = Cluster> {
     (
         prop::collection::vec(labels(&["team"]), 2..=4),
+        prop::collection::vec(labels(POD_KEYS), 0..=3),
         prop::collection::vec(pod(), 2..=8),
         prop::collection::vec(policy(), 0..=1),
         prop::collection::vec(cilium_policy(), 1..=4),
     )
-        .prop_map(|(namespaces, pods, policies, cilium)| {
-            Cluster { namespaces, pods, policies, cilium }.fitted()
+        .prop_map(|(namespaces, nodes, pods, policies, cilium)| {
+            Cluster { namespaces, nodes, pods, policies, cilium }.fitted()
         })
 }
 

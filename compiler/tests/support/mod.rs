@@ -214,7 +214,12 @@ pub fn generated_disagreements(
     let mut sources = Sources::default();
     sources.add("generated.yaml", yaml);
     let (bundle, _) = compile(&sources)?;
-    let pods: Vec<IpAddr> = (0..cluster.pods.len()).map(|i| cluster.pod_address(i)).collect();
+    // Node addresses join the pods': a node is a host endpoint when a host policy selects
+    // it, and a remote-node peer to every endpoint.
+    let pods: Vec<IpAddr> = (0..cluster.pods.len())
+        .map(|i| cluster.pod_address(i))
+        .chain((0..cluster.nodes.len()).map(|i| cluster.node_address(i)))
+        .collect();
     let external: Vec<IpAddr> = generate::EXTERNAL.iter().map(|a| a.parse().unwrap()).collect();
     let flows = sample_flows(&pods, &external, &generate::PORTS, &generate::ICMP_TYPES);
     disagreements_in_every_mode(&sources, &bundle, &flows)

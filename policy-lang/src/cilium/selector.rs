@@ -69,8 +69,8 @@ pub(super) fn selector(
         unsupported(
             r,
             first.span,
-            "selects a reserved identity, which is not a pod",
-            "select pods here; a reserved identity such as the host cannot be a subject, since policyc enforces host policies nowhere (see PL0103 in docs/diagnostics.md)",
+            "selects a reserved identity, which is not a pod or a node",
+            "select pods here; to apply a policy to nodes, select them by their labels with nodeSelector in a CiliumClusterwideNetworkPolicy",
         );
         return None;
     }

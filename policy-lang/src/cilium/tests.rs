@@ -186,16 +186,33 @@ fn reports_fields_that_need_cluster_state_we_do_not_read() {
 }
 
 #[test]
-fn reports_node_selectors_as_host_policies() {
+fn reads_node_selectors_of_cluster_wide_policies_as_host_policies() {
     let text = "apiVersion: cilium.io/v2\nkind: CiliumClusterwideNetworkPolicy\nmetadata:\n  name: hosts\n\
-                spec:\n  nodeSelector:\n    matchLabels:\n      role: edge\n  ingress:\n    - fromEntities: [world]\n";
-    assert_one(text, codes::UNSUPPORTED_FIELD, "nodeSelector");
+                spec:\n  nodeSelector:\n    matchLabels:\n      k8s:role: edge\n  ingress:\n    - fromEntities: [world]\n";
+    let bundle = load(text);
+    assert!(bundle.diagnostics.is_empty(), "{:?}", bundle.diagnostics);
+    let rule = &bundle.cilium_policies[0].rules[0];
+    assert!(rule.nodes);
+    assert_eq!(rule.subject.match_labels.get("role").map(String::as_str), Some("edge"));
+    assert!(rule.default_deny_ingress && !rule.default_deny_egress);
+}
+
+#[test]
+fn rejects_node_selectors_in_namespaced_policies() {
+    let text = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: p\n  namespace: x\n\
+                spec:\n  nodeSelector: {}\n  ingress:\n    - fromEntities: [world]\n";
+    assert_one(text, codes::NAMESPACED_NODE_SELECTOR, "nodeSelector");
     let bundle = load(text);
     assert!(bundle.cilium_policies[0].rules.is_empty());
-    // The diagnostic says why the rule cannot be compiled and where to enforce it.
     let diag = &bundle.diagnostics[0];
-    assert!(diag.message.contains("sits on pod interfaces"), "{}", diag.message);
-    assert!(diag.help.as_deref().is_some_and(|h| h.contains("host firewall")), "{diag:?}");
+    assert!(diag.help.as_deref().is_some_and(|h| h.contains("CiliumClusterwideNetworkPolicy")));
+}
+
+#[test]
+fn rejects_reserved_labels_in_node_selectors() {
+    let text = "apiVersion: cilium.io/v2\nkind: CiliumClusterwideNetworkPolicy\nmetadata:\n  name: h\nspec:\n  \
+                nodeSelector:\n    matchLabels:\n      reserved:host: \"\"\n  ingress:\n    - {}\n";
+    assert_one(text, codes::UNSUPPORTED_FIELD, "reserved:host");
 }
 
 #[test]

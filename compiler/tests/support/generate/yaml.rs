@@ -14,12 +14,17 @@ impl Cluster {
         self.policies.iter_mut().for_each(|p| p.namespace %= n);
         for p in &mut self.cilium {
             p.namespace = p.namespace.map(|i| i % n);
+            p.nodes &= p.namespace.is_none();
         }
         self
     }
 
     pub fn pod_address(&self, i: usize) -> IpAddr {
         format!("10.0.{}.{}", self.pods[i].namespace, 10 + i).parse().unwrap()
+    }
+
+    pub fn node_address(&self, i: usize) -> IpAddr {
+        format!("10.1.0.{}", 10 + i).parse().unwrap()
     }
 
     /// Every document with the file name it gets when each goes in a file of its own:
@@ -32,6 +37,17 @@ impl Cluster {
                 format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {}\n", NAMESPACES[i]);
             write_labels(&mut doc, "  ", labels);
             out.push((format!("ns-{i}.yaml"), doc));
+        }
+        for (i, labels) in self.nodes.iter().enumerate() {
+            let mut doc = format!("apiVersion: v1\nkind: Node\nmetadata:\n  name: n{i}\n");
+            write_labels(&mut doc, "  ", labels);
+            writeln!(
+                doc,
+                "status:\n  addresses:\n    - {{type: InternalIP, address: {}}}",
+                self.node_address(i)
+            )
+            .unwrap();
+            out.push((format!("node-{i}.yaml"), doc));
         }
         for i in 0..self.pods.len() {
             out.push((format!("pod-{i}.yaml"), self.pod_document(i)));
@@ -200,7 +216,11 @@ fn cilium_document(i: usize, policy: &CiliumPolicy) -> String {
             "apiVersion: cilium.io/v2\nkind: CiliumClusterwideNetworkPolicy\nmetadata:\n  name: ccnp{i}\n"
         ),
     };
-    out.push_str("spec:\n  endpointSelector:");
+    out.push_str(if policy.nodes {
+        "spec:\n  nodeSelector:"
+    } else {
+        "spec:\n  endpointSelector:"
+    });
     yaml_selector(&mut out, 4, &policy.subject);
     if let Some((ingress, egress)) = policy.default_deny {
         out.push_str("  enableDefaultDeny:");
