@@ -3,7 +3,8 @@
 //! (`--iface UPLINK=node/edge`) beside a pod's veth. Three network namespaces: the node,
 //! the outside world behind the node's uplink (a veth pair), and a pod routed by the
 //! node. Real TCP, UDP and ICMP traffic checks that the host policy judges the node's
-//! own traffic, and that traffic routed through the uplink to the pod is judged at the
+//! own traffic, at the uplink and, for traffic between the node and its own pod, at the
+//! pod's veth, and that traffic routed through the uplink to the pod is judged at the
 //! pod by the pod's policy, not by the host's.
 //!
 //! Needs root, bpffs and BPF. Without them the test is skipped with the reason, except
@@ -171,7 +172,7 @@ struct Case {
     what: &'static str,
 }
 
-const CASES: [Case; 10] = [
+const CASES: [Case; 12] = [
     Case {
         from: |t| &t.outside,
         to: |t| &t.node,
@@ -234,6 +235,20 @@ const CASES: [Case; 10] = [
         probe: Probe::Tcp(7070),
         allowed: true,
         what: "node -> web TCP 7070: from the node's own address, the host identity",
+    },
+    Case {
+        from: |t| &t.web,
+        to: |t| &t.node,
+        probe: Probe::Tcp(7171),
+        allowed: true,
+        what: "web -> node TCP 7171: the host policy allows it from app=web",
+    },
+    Case {
+        from: |t| &t.web,
+        to: |t| &t.node,
+        probe: Probe::Tcp(7272),
+        allowed: false,
+        what: "web -> node TCP 7272: a local pod, judged by the host policy at web's veth",
     },
     Case {
         from: |t| &t.node,

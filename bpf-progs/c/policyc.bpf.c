@@ -1009,10 +1009,57 @@ policy_for_identity(struct event *ev, const struct flow *flow, __u32 table, __u3
 	return policy_entry(ev, slot);
 }
 
+/* The node's host endpoint in slot, as the runtime copies it to key
+ * POLICYC_HOST_ENDPOINT_KEY of the endpoints map, or NULL when the node has none. */
+static __always_inline const struct endpoint_policy *host_endpoint(__u32 slot)
+{
+	__u32 key = POLICYC_HOST_ENDPOINT_KEY;
+	const struct endpoint_info *host = bpf_map_lookup_elem(&policyc_endpoints, &key);
+
+	if (!host || host->slot[slot & 1].endpoint_id == 0)
+		return NULL;
+	return &host->slot[slot & 1];
+}
+
 /*
- * Step 6: judges a packet by the endpoint's table for dir. The compiler has folded every
- * precedence into the values, so the first entry present decides and values are never
- * compared with each other.
+ * The host policy over traffic between the node and one of its own pods. Such traffic
+ * crosses the pod's interface and never the node's uplink, so the host endpoint's tables
+ * are applied here, after the pod's own: the host's ingress table to what the pod sends
+ * the node, its egress table to what the node sends the pod, with the pod's identity as
+ * the peer (as Cilium's host firewall judges it). Returns POLICYC_CONTINUE when the host
+ * does not enforce that direction, else POLICYC_PASS_POLICY or a drop, with the deciding
+ * key and rule in ev.
+ */
+static __always_inline int host_policy(const struct endpoint_policy *host,
+                                       const struct endpoint_policy *eps, struct event *ev,
+                                       const struct flow *flow, __u8 dir, __u32 slot)
+{
+	__u32 table = dir == POLICYC_DIR_EGRESS ? host->ingress_table : host->egress_table;
+	__u32 port_bits =
+	        dir == POLICYC_DIR_EGRESS ? host->ingress_port_bits : host->egress_port_bits;
+	const struct policy_verdict *verdict;
+
+	if (table == 0)
+		return POLICYC_CONTINUE;
+	verdict = policy_for_identity(ev, flow, table, port_bits, eps->identity, slot);
+	if (!verdict)
+		verdict =
+		        policy_for_identity(ev, flow, table, port_bits, POLICYC_IDENTITY_ANY, slot);
+	if (!verdict) {
+		__builtin_memset(&ev->entry, 0, sizeof(ev->entry));
+		ev->rule = POLICYC_RULE_NONE;
+		return POLICYC_DROP_NO_POLICY;
+	}
+	ev->rule = verdict->rule;
+	return verdict->verdict == POLICYC_VERDICT_ALLOW ? POLICYC_PASS_POLICY
+	                                                 : POLICYC_DROP_POLICY_DENY;
+}
+
+/*
+ * Step 6: judges a packet by the endpoint's table for dir, and, when its peer is the node
+ * itself, by the node's host policy too. The compiler has folded every precedence into
+ * the values, so the first entry present decides and values are never compared with each
+ * other.
  */
 static __always_inline int enforce_policy(const struct endpoint_policy *eps, struct event *ev,
                                           const struct flow *flow, const struct ct_key *key,
@@ -1022,8 +1069,60 @@ static __always_inline int enforce_policy(const struct endpoint_policy *eps, str
 	__u32 reply_table = dir == POLICYC_DIR_INGRESS ? eps->egress_table : eps->ingress_table;
 	__u32 port_bits =
 	        dir == POLICYC_DIR_INGRESS ? eps->ingress_port_bits : eps->egress_port_bits;
-	__u32 slot = gen & 1;
+	const struct endpoint_policy *host = NULL;
 	const struct policy_verdict *verdict;
+	int reason = POLICYC_PASS_NOT_ENFORCED;
+	__u32 rule = POLICYC_RULE_NONE;
+	__u32 slot = gen & 1;
+	struct policy_key entry;
+	int ret;
+
+	if (table != 0) {
+		ev->peer_identity = peer_identity(ev, dir, slot);
+		verdict = policy_for_identity(ev, flow, table, port_bits, ev->peer_identity, slot);
+		if (!verdict)
+			verdict = policy_for_identity(ev, flow, table, port_bits,
+			                              POLICYC_IDENTITY_ANY, slot);
+		if (!verdict) {
+			__builtin_memset(&ev->entry, 0, sizeof(ev->entry));
+			return POLICYC_DROP_NO_POLICY;
+		}
+		ev->rule = verdict->rule;
+		/* Anything but an explicit allow drops, so a corrupt verdict fails closed. */
+		if (verdict->verdict != POLICYC_VERDICT_ALLOW)
+			return POLICYC_DROP_POLICY_DENY;
+		reason = POLICYC_PASS_POLICY;
+		rule = verdict->rule;
+		if (ev->peer_identity == POLICYC_IDENTITY_HOST)
+			host = host_endpoint(slot);
+	} else {
+		/* The peer is looked up only if a host policy could care about it. */
+		host = host_endpoint(slot);
+		if (host)
+			ev->peer_identity = peer_identity(ev, dir, slot);
+	}
+
+	/* A host endpoint itself (a node's uplink) is never its own peer here: the node's
+	 * own addresses are what it protects. */
+	if (host && eps->identity != POLICYC_IDENTITY_HOST &&
+	    ev->peer_identity == POLICYC_IDENTITY_HOST) {
+		entry = ev->entry;
+		ret = host_policy(host, eps, ev, flow, dir, slot);
+		if (ret < 0)
+			return ret;
+		if (reason == POLICYC_PASS_NOT_ENFORCED && ret == POLICYC_PASS_POLICY) {
+			/* The host's allow is the only policy that decided. */
+			reason = POLICYC_PASS_POLICY;
+			rule = ev->rule;
+		} else {
+			/* The pod's decision is the one to name. */
+			ev->entry = entry;
+			ev->rule = rule;
+		}
+		/* Its replies cross the other direction, which the host may enforce. */
+		if (host->ingress_table != 0 || host->egress_table != 0)
+			reply_table = 1;
+	}
 
 	/*
 	 * An endpoint no policy isolates in this direction accepts everything. Its replies
@@ -1033,28 +1132,10 @@ static __always_inline int enforce_policy(const struct endpoint_policy *eps, str
 	 * tracked for that case alone; when neither direction is isolated the replies pass
 	 * unenforced anyway, and tracking them would only cost an update per flow.
 	 */
-	if (table == 0) {
-		if (reply_table != 0)
-			ct_open(key, eps, row, dir, POLICYC_RULE_NONE, gen);
+	if (reason == POLICYC_PASS_NOT_ENFORCED && reply_table == 0)
 		return POLICYC_PASS_NOT_ENFORCED;
-	}
-
-	ev->peer_identity = peer_identity(ev, dir, slot);
-	verdict = policy_for_identity(ev, flow, table, port_bits, ev->peer_identity, slot);
-	if (!verdict)
-		verdict =
-		        policy_for_identity(ev, flow, table, port_bits, POLICYC_IDENTITY_ANY, slot);
-	if (!verdict) {
-		__builtin_memset(&ev->entry, 0, sizeof(ev->entry));
-		return POLICYC_DROP_NO_POLICY;
-	}
-	ev->rule = verdict->rule;
-
-	/* Anything but an explicit allow drops, so a corrupt verdict fails closed. */
-	if (verdict->verdict != POLICYC_VERDICT_ALLOW)
-		return POLICYC_DROP_POLICY_DENY;
-	ct_open(key, eps, row, dir, verdict->rule, gen);
-	return POLICYC_PASS_POLICY;
+	ct_open(key, eps, row, dir, rule, gen);
+	return reason;
 }
 
 static __always_inline void frag_key_of(struct frag_key *key, __u32 endpoint_id,

@@ -111,6 +111,14 @@ struct endpoint_info {
 #define POLICYC_EP_F_HOST 1
 
 /*
+ * The endpoints map's key of the node's host endpoint as the pods' interfaces see it (no
+ * interface has ifindex 0): a copy of the uplink's entry, which the runtime writes with
+ * it, so that traffic between the node and its own pods, which crosses a pod's interface
+ * and never the uplink, is judged by the host policy too (ARCHITECTURE.md).
+ */
+#define POLICYC_HOST_ENDPOINT_KEY 0
+
+/*
  * hosts: exact addresses (a /32 or /128, such as a pod's) to security identities. Looked
  * up before the ipcache: a full-length prefix is the longest match whenever it exists,
  * and a hash lookup is several times cheaper than a trie walk at scale.

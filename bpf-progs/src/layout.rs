@@ -133,6 +133,11 @@ pub struct EndpointInfo {
 /// with [`Reason::PassForwarded`]).
 pub const EP_F_HOST: u32 = 1;
 
+/// The `policyc_endpoints` key at which the runtime copies the node's host endpoint, for
+/// the programs of the pods' interfaces: traffic between the node and its own pods is
+/// judged there by the host policy too. No interface has ifindex 0.
+pub const HOST_ENDPOINT_KEY: u32 = 0;
+
 /// Key of the `policyc_hosts` map: one full-length address.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]

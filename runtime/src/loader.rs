@@ -635,7 +635,9 @@ fn status_of(
     add(&maps.metrics(0)?);
 
     let mut interfaces: BTreeMap<String, InterfaceStatus> = BTreeMap::new();
-    for (ifindex, info) in &live.endpoints {
+    // The host endpoint's copy for the pods' interfaces is no interface of its own.
+    for (ifindex, info) in live.endpoints.iter().filter(|(i, _)| **i != datapath::HOST_ENDPOINT_KEY)
+    {
         let name = name_of(*ifindex).unwrap_or_else(|| format!("ifindex {ifindex}"));
         let bound = info.slot[slot_of(live.generation)];
         let metrics = maps.metrics(info.metrics_row)?;

@@ -54,6 +54,11 @@ impl MapState {
             state.endpoints.insert(interface.ifindex, interface.policy);
             if interface.host {
                 state.endpoint_flags.insert(interface.ifindex, datapath::EP_F_HOST);
+                // The copy the pods' interfaces read: traffic between the node and its
+                // own pods never crosses the uplink, so the host policy is applied at
+                // the pod's interface from this entry (`HOST_ENDPOINT_KEY`).
+                state.endpoints.insert(datapath::HOST_ENDPOINT_KEY, interface.policy);
+                state.endpoint_flags.insert(datapath::HOST_ENDPOINT_KEY, datapath::EP_F_HOST);
             }
             for address in &interface.addresses {
                 let (family, bytes) = match address {
@@ -300,9 +305,14 @@ mod tests {
         assert_eq!(state.hosts[&key(other)], remote_node, "another node");
         assert_eq!(state.endpoint_flags[&2], datapath::EP_F_HOST);
         assert_eq!(state.endpoints[&2].identity, datapath::IDENTITY_HOST);
+        // The copy the pods' interfaces read, for traffic between the node and its pods.
+        let copy = datapath::HOST_ENDPOINT_KEY;
+        assert_eq!(state.endpoints[&copy], state.endpoints[&2]);
+        assert_eq!(state.endpoint_flags[&copy], datapath::EP_F_HOST);
         // Without the host binding the node's address stays a remote node's.
         let state = MapState::desired(&artifact, &[]).unwrap();
         assert_eq!(state.hosts[&key(edge)], remote_node);
         assert!(state.endpoint_flags.is_empty());
+        assert!(!state.endpoints.contains_key(&copy));
     }
 }

@@ -9,7 +9,7 @@
 use std::net::IpAddr;
 
 use compiler::artifact::Artifact;
-use datapath::{EP_F_HOST, EndpointInfo, IDENTITY_HOST, Reason};
+use datapath::{EP_F_HOST, EndpointInfo, HOST_ENDPOINT_KEY, IDENTITY_HOST, Reason};
 use policy_lang::Sources;
 
 use super::judge::{Tally, expect};
@@ -22,6 +22,9 @@ const PARTNER: &str = "198.51.100.7";
 const PARTNER_V6: &str = "2001:db8::7";
 const BLOCKED: &str = "198.51.100.66";
 const POD: &str = "10.0.1.1";
+const CLIENT: &str = "10.0.1.2";
+const OTHER: &str = "10.0.1.3";
+const CORE: &str = "10.0.9.2";
 const METADATA: &str = "169.254.169.254";
 
 fn ip(s: &str) -> IpAddr {
@@ -100,7 +103,38 @@ pub fn check(kernel: &mut Kernel, tally: &mut Tally) {
     tally.count("host endpoint: reply".to_owned());
 
     // The same entry without the host flag is a pod's: nothing is forwarded.
-    let info = EndpointInfo { flags: 0, ..info };
-    kernel.set_endpoint(LOOPBACK, Some(info));
+    let pod_info = EndpointInfo { flags: 0, ..info };
+    kernel.set_endpoint(LOOPBACK, Some(pod_info));
     run(kernel, In, &tcp(PARTNER, POD, 22), DropNoPolicy, tally);
+
+    // Traffic between the node and a pod of its own crosses the pod's interface and never
+    // the uplink, so the pod's programs apply the host policy too, from the copy of the
+    // host endpoint the runtime keeps at HOST_ENDPOINT_KEY: the host's ingress table to
+    // what the pod sends the node, with the pod as the peer. The pods here are isolated
+    // by no policy of their own; edge-1 takes the kubelet port from app=client pods only.
+    kernel.set_endpoint(HOST_ENDPOINT_KEY, Some(info));
+    kernel.bind(Some("x/client"));
+    run(kernel, Out, &tcp(CLIENT, EDGE, 10250), PassPolicy, tally);
+    run(kernel, Out, &tcp(CLIENT, EDGE, 22), DropNoPolicy, tally);
+    kernel.bind(Some("x/other"));
+    run(kernel, Out, &tcp(OTHER, EDGE, 10250), DropNoPolicy, tally);
+    // Its egress table to what the node sends the pod: open but for the metadata
+    // service's address, so the node reaches its pods.
+    run(kernel, In, &tcp(EDGE, OTHER, 80), PassPolicy, tally);
+    // Another node is no peer of this host policy.
+    run(kernel, Out, &tcp(OTHER, CORE, 22), PassNotEnforced, tally);
+
+    // The reply of a connection the host policy allowed passes back as a reply.
+    kernel.bind(Some("x/client"));
+    kernel.clear_flows();
+    let syn = tcp(CLIENT, EDGE, 10250);
+    let outcome = kernel.run(Out, &syn.frame());
+    expect(&outcome, PassPolicy, "host policy at a pod: SYN to the node", tally);
+    let outcome = kernel.run(In, &syn.reply().frame());
+    expect(&outcome, PassReply, "host policy at a pod: SYN-ACK from the node", tally);
+    tally.count("host policy at a pod: reply".to_owned());
+
+    // Without the copy (no host endpoint on this node) the pod's own policy is all.
+    kernel.set_endpoint(HOST_ENDPOINT_KEY, None);
+    run(kernel, Out, &tcp(CLIENT, EDGE, 22), PassNotEnforced, tally);
 }
