@@ -1312,14 +1312,16 @@ static __always_inline int judge(struct __sk_buff *skb, struct event *ev, __u8 d
 	ev->identity = eps->identity;
 	if (ret != POLICYC_CONTINUE)
 		return ret;
-	/* Before fragments and conntrack: forwarded traffic leaves no state here. */
+	/* Neighbour discovery and MLD are the link's, on an uplink as on a pod's veth. */
+	if (flow.link_local)
+		return POLICYC_PASS_ICMPV6_LINK;
+	/* Before fragments and conntrack: forwarded traffic leaves no state here, and its
+	 * later fragments pass as their first did. */
 	if (ep_flags & POLICYC_EP_F_HOST && host_forwarded(ev, dir, gen & 1))
 		return POLICYC_PASS_FORWARDED;
 
 	if (flow.frag == FRAG_LATER)
 		return frag_follow(eps->endpoint_id, ev, &flow);
-	if (flow.link_local)
-		return POLICYC_PASS_ICMPV6_LINK;
 
 	ret = ct_check(eps, ct, ev, &flow, ifindex, dir, gen);
 	if (ret == POLICYC_CONTINUE)

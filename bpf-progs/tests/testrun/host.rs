@@ -14,7 +14,7 @@ use policy_lang::Sources;
 
 use super::judge::{Tally, expect};
 use super::kernel::{Hook, Kernel, LOOPBACK, ROW};
-use super::packet::{L4, Packet, SYN};
+use super::packet::{ETH_HLEN, L4, Packet, SYN};
 
 const EDGE: &str = "10.0.9.1";
 const EDGE_V6: &str = "fd00::9:1";
@@ -86,6 +86,19 @@ pub fn check(kernel: &mut Kernel, tally: &mut Tally) {
     run(kernel, In, &tcp(PARTNER_V6, EDGE_V6, 8443), DropNoPolicy, tally);
     run(kernel, Out, &tcp(EDGE, METADATA, 80), DropPolicyDeny, tally);
     run(kernel, Out, &tcp(EDGE, PARTNER, 443), PassPolicy, tally);
+    // Neighbour discovery on the uplink is the link's, to any address: it passes as it
+    // does at a pod, not as forwarded traffic.
+    let solicit =
+        Packet { src: ip("fe80::1"), dst: ip("ff02::1:ff09:1"), l4: L4::Icmp { kind: 135, id: 0 } };
+    let mut frame = solicit.frame();
+    frame[ETH_HLEN + 7] = 255; // the hop limit neighbour discovery requires
+    for hook in [In, Out] {
+        kernel.clear_flows();
+        let outcome = kernel.run(hook, &frame);
+        tally.count("host endpoint: neighbour discovery".to_owned());
+        expect(&outcome, PassIcmpv6Link, "host endpoint: neighbour solicitation", tally);
+    }
+
     // Routed to and from a pod behind the node: judged at the pod, not here, whatever
     // the host policy says about the same ports.
     run(kernel, In, &tcp(PARTNER, POD, 22), PassForwarded, tally);
