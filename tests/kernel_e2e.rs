@@ -50,7 +50,15 @@ impl fmt::Display for Case {
     }
 }
 
-const CASES: [Case; 11] = [
+const CASES: [Case; 12] = [
+    Case {
+        from: kernel::NODE,
+        to: WEB,
+        probe: Probe::Tcp(9090),
+        allowed: true,
+        why: "from web's own node (a kubelet probe): the node's address is the host, which \
+              the built-in rule lets into every pod",
+    },
     Case {
         from: CLIENT,
         to: WEB,

@@ -374,13 +374,14 @@ pub fn apply(
     options: &ApplyOptions,
 ) -> Result<ApplyReport> {
     let _span = tracing::info_span!("apply", pin_dir = %pin_dir.display()).entered();
+    // The node's own addresses: the host identity in its maps, whatever the artifact says.
+    let local = bindings::local_addresses_in_current_netns()
+        .map_err(|source| RuntimeError::LocalAddresses { source })?;
+    tracing::debug!(?local, "the node's own addresses");
     let resolve = |artifact, bindings| {
         let _span = tracing::info_span!("resolve").entered();
         let mut bound = bindings::resolve(artifact, bindings, bindings::ifindex_in_current_netns)?;
         if bound.iter().any(|b| b.host) {
-            let local = bindings::local_addresses_in_current_netns()
-                .map_err(|source| RuntimeError::LocalAddresses { source })?;
-            tracing::debug!(?local, "the node's own addresses");
             bindings::add_local_addresses(&mut bound, &local);
         }
         Ok::<_, RuntimeError>(bound)
@@ -396,14 +397,15 @@ pub fn apply(
         // a flow between two of its pods from meeting the old rules at one end and the
         // new ones at the other meanwhile.
         tracing::info!("migrating with the live artifact first");
-        let first = apply_on(node, &old, &old_bound, &old_bindings, options)?;
-        let mut report = apply_on(Node::prepare(pin_dir)?, artifact, &bound, bindings, options)?;
+        let first = apply_on(node, &old, &old_bound, &old_bindings, &local, options)?;
+        let mut report =
+            apply_on(Node::prepare(pin_dir)?, artifact, &bound, bindings, &local, options)?;
         report.install.migrated = first.install.migrated;
         report.replaced.extend(first.replaced);
         report.attached.extend(first.attached);
         return Ok(report);
     }
-    apply_on(node, artifact, &bound, bindings, options)
+    apply_on(node, artifact, &bound, bindings, &local, options)
 }
 
 /// The artifact and bindings the node enforces now, when the pinned config map is
@@ -438,15 +440,16 @@ fn checksum(bytes: &[u8]) -> [u8; 32] {
     checksum
 }
 
-/// `apply` on a prepared node, with the bindings resolved.
+/// `apply` on a prepared node, with the bindings resolved and the node's own addresses.
 fn apply_on(
     mut node: Node,
     artifact: &Artifact,
     bound: &[BoundInterface],
     bindings: &[Binding],
+    local: &[std::net::IpAddr],
     options: &ApplyOptions,
 ) -> Result<ApplyReport> {
-    let desired = MapState::desired(artifact, bound)?;
+    let desired = MapState::desired(artifact, bound)?.with_own_addresses(local);
     let mut maps = KernelMaps::open(&node.maps, &node.spec)?;
     let migrating = !node.report.migrated.is_empty();
     if migrating {

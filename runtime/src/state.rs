@@ -61,15 +61,7 @@ impl MapState {
                 state.endpoint_flags.insert(datapath::HOST_ENDPOINT_KEY, datapath::EP_F_HOST);
             }
             for address in &interface.addresses {
-                let (family, bytes) = match address {
-                    IpAddr::V4(a) => {
-                        let mut bytes = [0u8; 16];
-                        bytes[..4].copy_from_slice(&a.octets());
-                        (datapath::FAMILY_IPV4, bytes)
-                    }
-                    IpAddr::V6(a) => (datapath::FAMILY_IPV6, a.octets()),
-                };
-                let host = HostKey { family, pad: [0; 3], addr: bytes };
+                let host = host_key(*address);
                 let identity = interface.policy.identity;
                 if interface.host {
                     // This node's own address, a remote node's in the artifact: here it
@@ -81,6 +73,19 @@ impl MapState {
             }
         }
         Ok(state)
+    }
+
+    /// The node's own addresses (its interfaces', loopback aside) get the host identity,
+    /// whatever the artifact says of them: the artifact serves every node alike, so a
+    /// node's address is a remote node's there, and an interface's address may be in no
+    /// inventory at all. On the node itself it is the host, as Kubernetes and Cilium have
+    /// it: traffic from the node to its pods (the kubelet's probes) meets the built-in rule
+    /// that lets a pod's own node in, and a pod's rules toward `host` mean this node.
+    pub fn with_own_addresses(mut self, local: &[IpAddr]) -> MapState {
+        for address in local {
+            self.hosts.insert(host_key(*address), datapath::IDENTITY_HOST);
+        }
+        self
     }
 
     /// The identity the datapath gives `addr` (16 bytes, IPv4 in the first 4) in this
@@ -252,6 +257,19 @@ pub(crate) fn endpoint_info(slot: [EndpointPolicy; SLOTS], metrics_row: u32) -> 
     EndpointInfo { slot, metrics_row, flags: 0 }
 }
 
+/// The hosts map key of one address.
+fn host_key(address: IpAddr) -> HostKey {
+    let (family, addr) = match address {
+        IpAddr::V4(a) => {
+            let mut bytes = [0u8; 16];
+            bytes[..4].copy_from_slice(&a.octets());
+            (datapath::FAMILY_IPV4, bytes)
+        }
+        IpAddr::V6(a) => (datapath::FAMILY_IPV6, a.octets()),
+    };
+    HostKey { family, pad: [0; 3], addr }
+}
+
 fn insert_unique<K: Ord + Copy + std::fmt::Debug, V: PartialEq + Copy>(
     map: &mut BTreeMap<K, V>,
     key: K,
@@ -314,5 +332,9 @@ mod tests {
         assert_eq!(state.hosts[&key(edge)], remote_node);
         assert!(state.endpoint_flags.is_empty());
         assert!(!state.endpoints.contains_key(&copy));
+        // The node's own addresses are the host on the node itself, host endpoint or not.
+        let state = MapState::desired(&artifact, &[]).unwrap().with_own_addresses(&[edge]);
+        assert_eq!(state.hosts[&key(edge)], datapath::IDENTITY_HOST);
+        assert_eq!(state.hosts[&key(other)], remote_node);
     }
 }

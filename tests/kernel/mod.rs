@@ -191,11 +191,19 @@ pub struct Pod {
     pub ip: [u8; 4],
 }
 
+/// The name [`Topology::pod`] gives the node itself.
+pub const NODE: &str = "node";
+/// The node's address on the pod network (the bridge's), beside the pods' 198.18.0.x.
+pub const NODE_ADDRESS: [u8; 4] = [198, 18, 0, 254];
+
 /// A node namespace with a bridge, and one namespace per pod plugged into it with a
 /// veth pair. Dropping it uninstalls policyc and deletes every namespace and pin.
 #[derive(Debug)]
 pub struct Topology {
     pub node: String,
+    /// The node itself as a traffic end: its address on the pod network (as a CNI's
+    /// bridge has one), which the node runtime gives the host identity.
+    pub node_end: Pod,
     pub pods: Vec<Pod>,
     pub pin_dir: PathBuf,
     pub work_dir: PathBuf,
@@ -209,8 +217,15 @@ impl Topology {
         let id = std::process::id();
         let work_dir = std::env::temp_dir().join(format!("policyc-e2e-{id}"));
         fs::create_dir_all(&work_dir).expect("creating the test's work directory");
+        let node = format!("pcn{id}-node");
         let mut topology = Topology {
-            node: format!("pcn{id}-node"),
+            node_end: Pod {
+                endpoint: NODE,
+                netns: node.clone(),
+                host_veth: String::new(),
+                ip: NODE_ADDRESS,
+            },
+            node,
             pods: Vec::new(),
             pin_dir: PathBuf::from(format!("{BPFFS}/policyc-test-{id}")),
             work_dir,
@@ -222,6 +237,8 @@ impl Topology {
         topology.ip_node(&["link", "set", "lo", "up"]);
         topology.ip_node(&["link", "add", &bridge, "type", "bridge"]);
         topology.ip_node(&["link", "set", &bridge, "up"]);
+        let [a, b, c, d] = NODE_ADDRESS;
+        topology.ip_node(&["addr", "add", &format!("{a}.{b}.{c}.{d}/24"), "dev", &bridge]);
         for (endpoint, tag, ip) in pods {
             let pod = Pod {
                 endpoint,
@@ -255,6 +272,9 @@ impl Topology {
     }
 
     pub fn pod(&self, endpoint: &str) -> &Pod {
+        if endpoint == NODE {
+            return &self.node_end;
+        }
         self.pods
             .iter()
             .find(|p| p.endpoint == endpoint)
