@@ -933,19 +933,26 @@ static __always_inline void ct_open(const struct ct_key *key, const struct endpo
 	bpf_map_update_elem(&policyc_ct, key, &entry.value, BPF_ANY);
 }
 
+/* The hosts map's entry for an exact address (16 bytes, an IPv4 one zero beyond its 4),
+ * or NULL. */
+static __always_inline struct ipcache_value *host_entry(__u8 family, const __u8 *addr)
+{
+	struct host_key host;
+
+	/* family and pad: one word (word_of()). */
+	*(__u32 *)&host.family = word_of(family, 0, 0);
+	__builtin_memcpy(host.addr, addr, 16);
+	return bpf_map_lookup_elem(&policyc_hosts, &host);
+}
+
 /* The peer's security identity in slot: its exact address in the hosts map, else its
  * longest ipcache prefix, else the world. */
 static __always_inline __u32 peer_identity(const struct event *ev, __u8 dir, __u32 slot)
 {
 	const __u8 *addr = dir == POLICYC_DIR_INGRESS ? ev->saddr : ev->daddr;
-	struct ipcache_value *value;
+	struct ipcache_value *value = host_entry(ev->family, addr);
 	struct ipcache_key prefix;
-	struct host_key host;
 
-	/* family and pad: one word (word_of()); an IPv4 address is zero beyond 4 bytes. */
-	*(__u32 *)&host.family = word_of(ev->family, 0, 0);
-	__builtin_memcpy(host.addr, addr, 16);
-	value = bpf_map_lookup_elem(&policyc_hosts, &host);
 	if (value)
 		return value->identity[slot];
 
@@ -1189,13 +1196,8 @@ static __always_inline void frag_record(__u32 endpoint_id, const struct event *e
 static __always_inline int host_forwarded(const struct event *ev, __u8 dir, __u32 slot)
 {
 	const __u8 *addr = dir == POLICYC_DIR_INGRESS ? ev->daddr : ev->saddr;
-	struct ipcache_value *value;
-	struct host_key host;
+	struct ipcache_value *value = host_entry(ev->family, addr);
 
-	/* family and pad: one word (word_of()); an IPv4 address is zero beyond 4 bytes. */
-	*(__u32 *)&host.family = word_of(ev->family, 0, 0);
-	__builtin_memcpy(host.addr, addr, 16);
-	value = bpf_map_lookup_elem(&policyc_hosts, &host);
 	return !value || value->identity[slot] != POLICYC_IDENTITY_HOST;
 }
 
