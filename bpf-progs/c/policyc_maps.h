@@ -86,7 +86,7 @@ struct config {
  * host-side interface the programs are attached to (u32).
  */
 struct endpoint_policy {
-	__u32 endpoint_id;       /* the artifact's endpoint number, scopes conntrack; 0: unbound */
+	__u32 endpoint_id;       /* the artifact's endpoint number, owns flows; 0: unbound */
 	__u32 identity;          /* security identity of the endpoint itself */
 	__u32 ingress_table;     /* policy table for traffic to the endpoint; 0: not enforced */
 	__u32 egress_table;      /* policy table for traffic from the endpoint; 0: not enforced */

@@ -635,8 +635,9 @@ fn table_origin(
     hash
 }
 
-/// Endpoint numbers scope conntrack entries in the datapath, so they must not change when
-/// other pods come and go: a renumbered endpoint would lose its tracked connections.
+/// Endpoint numbers name the owner of each conntrack entry in the datapath, so they must
+/// not change when other pods come and go: a renumbered endpoint would lose its tracked
+/// connections (their replies would be judged by policy again).
 /// Each is a hash of the endpoint's name, moved on to the next free number on the rare
 /// collision (in name order, pods before host endpoints, so the result is
 /// deterministic). Never 0.

@@ -52,7 +52,7 @@ fn adding_a_pod_keeps_every_existing_identity_and_entry() {
     assert!(old.is_subset(&new), "an existing endpoint changed identity: {old:?} vs {new:?}");
     assert_eq!(new.len(), old.len() + 1);
 
-    // Endpoint numbers (which scope conntrack) do not move either.
+    // Endpoint numbers (which own conntrack entries) do not move either.
     for ep in &before.artifact.endpoints {
         assert_eq!(after.artifact.endpoint(&ep.name).unwrap().endpoint_id, ep.endpoint_id);
     }

@@ -48,7 +48,8 @@ pub struct IdentityRecord {
 pub struct EndpointRecord {
     /// `namespace/pod`, or `node/<node>` for a host endpoint.
     pub name: String,
-    /// Scopes conntrack entries in the datapath; unique in the artifact.
+    /// Names the endpoint that opened a conntrack entry, so that an interface rebound to
+    /// another endpoint does not inherit its flows; unique in the artifact.
     pub endpoint_id: u32,
     pub identity: u32,
     /// Policy table for traffic to the endpoint; 0 when ingress is not enforced.
