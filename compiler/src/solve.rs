@@ -471,6 +471,11 @@ pub fn compile_with(sources: &Sources, bundle: &Bundle, options: &Options) -> Co
         });
     }
     artifact.rules = rules;
+    artifact.identity_labels = crate::artifact::IdentityLabelRules {
+        selected: selected_keys.iter().cloned().collect(),
+        include: options.labels.include.clone(),
+        exclude: options.labels.exclude.clone(),
+    };
     artifact.source_digest = source_digest(sources);
     artifact.normalize();
 

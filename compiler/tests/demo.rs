@@ -257,3 +257,27 @@ fn enforcement_modes_agree_between_tables_and_reference() {
         assert_eq!(allowed(a, FRONTEND, POSTGRES, TCP, 5432), enforcement == Enforcement::Never);
     }
 }
+
+#[test]
+fn the_artifact_records_which_labels_counted_for_identity() {
+    let (sources, _) = policy_lang::manifest::read_inputs(&[fixture("demo")]).unwrap();
+    let bundle = policy_lang::load_sources(&sources);
+    let options = compiler::Options {
+        labels: compiler::identity::LabelFilter {
+            include: vec!["example.com/*".into()],
+            exclude: vec!["version".into()],
+        },
+        ..compiler::Options::default()
+    };
+    let compilation = compiler::compile_with(&sources, &bundle, &options);
+    let rules = &compilation.artifact.identity_labels;
+    assert_eq!(
+        (rules.include.as_slice(), rules.exclude.as_slice()),
+        (&["example.com/*".to_owned()][..], &["version".to_owned()][..])
+    );
+    // Every key a selector of the demo reads is recorded, and counts.
+    assert!(rules.selected.iter().any(|k| k == "app"), "{:?}", rules.selected);
+    assert!(rules.selected.windows(2).all(|w| w[0] < w[1]), "sorted, no duplicates");
+    let decoded = compiler::artifact::Artifact::decode(&compilation.artifact.encode()).unwrap();
+    assert_eq!(&decoded.identity_labels, rules);
+}

@@ -23,10 +23,7 @@ use std::{
 
 use compiler::{
     artifact::{Artifact, endpoint_number},
-    identity::{
-        NAMESPACE_LABEL, NAMESPACE_LABELS_PREFIX, SERVICE_ACCOUNT_LABEL, is_identity_label,
-        is_reserved_key,
-    },
+    identity::{NAMESPACE_LABEL, NAMESPACE_LABELS_PREFIX, SERVICE_ACCOUNT_LABEL, is_reserved_key},
 };
 use datapath::EndpointPolicy;
 
@@ -206,8 +203,8 @@ fn number_unlisted(artifact: &Artifact, bound: &mut [BoundInterface]) {
 }
 
 /// The identity and tables of a pod the artifact does not list: the identity whose
-/// labels are exactly the pod's identity labels, derived as the compiler derives them
-/// with its default label filter, and the tables of an endpoint that has it.
+/// labels are exactly the pod's identity labels, derived as the compiler derived them
+/// (the artifact's identity label rules), and the tables of an endpoint that has it.
 fn unlisted(artifact: &Artifact, name: &str, pod: &UnlistedPod) -> Result<(u32, [u32; 2])> {
     let labels = unlisted_identity_labels(artifact, name, pod);
     let unknown = || RuntimeError::UnknownIdentity {
@@ -224,8 +221,8 @@ fn unlisted(artifact: &Artifact, name: &str, pod: &UnlistedPod) -> Result<(u32, 
 }
 
 /// `k8s:`-prefixed identity labels of an unlisted pod of namespace `name`'s first part:
-/// its own labels that count by default, its namespace and service account, and its
-/// namespace's labels as the artifact's identities of that namespace carry them.
+/// its own labels that count by the artifact's rules, its namespace and service account,
+/// and its namespace's labels as the artifact's identities of that namespace carry them.
 fn unlisted_identity_labels(
     artifact: &Artifact,
     name: &str,
@@ -236,7 +233,7 @@ fn unlisted_identity_labels(
     let mut labels: BTreeMap<String, String> = pod
         .labels
         .iter()
-        .filter(|(k, _)| !is_reserved_key(k) && is_identity_label(k))
+        .filter(|(k, _)| !is_reserved_key(k) && artifact.identity_labels.counts(k))
         .map(|(k, v)| (k8s(k), v.clone()))
         .collect();
     labels.insert(k8s(NAMESPACE_LABEL), namespace.to_owned());
@@ -556,6 +553,30 @@ mod tests {
         assert_eq!((bound[0].policy.ingress_table, bound[0].policy.egress_table), (5, 0));
         assert_eq!(bound[0].policy.endpoint_id, endpoint_number("prod/web-2"));
         assert_eq!(bound[0].addresses, ["198.18.0.13".parse::<IpAddr>().unwrap()]);
+    }
+
+    #[test]
+    fn an_unlisted_pod_counts_its_labels_by_the_artifacts_rules() {
+        // Compiled with --identity-include example.com/* and --identity-exclude app: the
+        // identity carries example.com/team and not app.
+        let mut artifact = with_web_identity();
+        let rules = &mut artifact.identity_labels;
+        rules.include = vec!["example.com/*".into()];
+        rules.exclude = vec!["app".into()];
+        artifact.identities[0].labels[0] = ("k8s:example.com/team".into(), "shop".into());
+        let binding = unlisted_binding(&[("app", "web-2"), ("example.com/team", "shop")]);
+        let bound = resolve(&artifact, &[binding], |_| Ok(12)).unwrap();
+        assert_eq!(bound[0].policy.identity, 258);
+
+        // A key some selector reads counts although the default filter drops it.
+        let mut artifact = with_web_identity();
+        artifact.identity_labels.selected = vec!["pod-template-hash".into()];
+        artifact.identities[0].labels.push(("k8s:pod-template-hash".into(), "7d9f8c".into()));
+        let same = unlisted_binding(&[("app", "web"), ("pod-template-hash", "7d9f8c")]);
+        assert_eq!(resolve(&artifact, &[same], |_| Ok(12)).unwrap()[0].policy.identity, 258);
+        let other = unlisted_binding(&[("app", "web"), ("pod-template-hash", "000000")]);
+        let err = resolve(&artifact, &[other], |_| Ok(12)).unwrap_err();
+        assert!(matches!(err, RuntimeError::UnknownIdentity { .. }), "{err}");
     }
 
     #[test]

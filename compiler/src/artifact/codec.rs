@@ -9,12 +9,12 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use datapath::{IpcacheKey, PolicyKey, PolicyVerdict};
 use sha2::{Digest, Sha256};
 
-use super::{Artifact, EndpointRecord, IdentityRecord, RuleRecord};
+use super::{Artifact, EndpointRecord, IdentityLabelRules, IdentityRecord, RuleRecord};
 
 /// First bytes of every artifact.
 pub const MAGIC: [u8; 8] = *b"PLCYMAP\0";
 /// The format version this build writes and reads.
-pub const FORMAT_VERSION: u16 = 3;
+pub const FORMAT_VERSION: u16 = 4;
 
 const HEADER_LEN: usize = 8 + 2 + 2 + 8 + 32;
 const CHECKSUM_LEN: usize = 32;
@@ -24,6 +24,12 @@ const SECTION_ENDPOINTS: u32 = 2;
 const SECTION_IPCACHE: u32 = 3;
 const SECTION_POLICY: u32 = 4;
 const SECTION_RULES: u32 = 5;
+const SECTION_IDENTITY_LABELS: u32 = 6;
+
+/// Kinds of an identity label rule in section 6.
+const LABEL_SELECTED: u8 = 0;
+const LABEL_INCLUDE: u8 = 1;
+const LABEL_EXCLUDE: u8 = 2;
 
 /// Why an artifact could not be decoded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -118,6 +124,21 @@ impl Artifact {
                 w.str(&rule.policy);
                 w.str(&rule.rule);
                 w.str(&rule.location);
+            }
+        });
+        out.section(SECTION_IDENTITY_LABELS, |w| {
+            let rules = &sorted.identity_labels;
+            let all = [
+                (LABEL_SELECTED, &rules.selected),
+                (LABEL_INCLUDE, &rules.include),
+                (LABEL_EXCLUDE, &rules.exclude),
+            ];
+            w.u32(len32(all.iter().map(|(_, keys)| keys.len()).sum()));
+            for (kind, keys) in all {
+                for key in keys {
+                    w.u8(kind);
+                    w.str(key);
+                }
             }
         });
 
@@ -256,6 +277,23 @@ impl Artifact {
             });
         }
         body.finish("rules")?;
+
+        let mut body = r.section(SECTION_IDENTITY_LABELS, "identity labels")?;
+        let mut rules = IdentityLabelRules::default();
+        for _ in 0..body.count("identity label count", 5)? {
+            let kind = body.u8("identity label kind")?;
+            let key = body.str("identity label key")?;
+            match kind {
+                LABEL_SELECTED => rules.selected.push(key),
+                LABEL_INCLUDE => rules.include.push(key),
+                LABEL_EXCLUDE => rules.exclude.push(key),
+                other => {
+                    return Err(ArtifactError::Malformed(format!("identity label kind {other}")));
+                }
+            }
+        }
+        body.finish("identity labels")?;
+        artifact.identity_labels = rules;
         r.finish("artifact")?;
 
         Ok(artifact)

@@ -32,6 +32,32 @@ pub struct Artifact {
     pub policy: Vec<(PolicyKey, PolicyVerdict)>,
     /// Rule provenance, by cookie. Policy values refer to rules by cookie.
     pub rules: Vec<RuleRecord>,
+    /// Which pod labels counted for identity, so that the node runtime derives the
+    /// identity of a pod the artifact does not list exactly as the compiler would have.
+    pub identity_labels: IdentityLabelRules,
+}
+
+/// The identity label rules of a compile (see `identity::identity_labels`): a pod label
+/// counts if some selector reads its key, or if the compile's filter keeps it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IdentityLabelRules {
+    /// Keys some selector reads: they always count.
+    pub selected: Vec<String>,
+    /// `--identity-include` patterns (exact keys, or prefixes ending in `*`).
+    pub include: Vec<String>,
+    /// `--identity-exclude` patterns.
+    pub exclude: Vec<String>,
+}
+
+impl IdentityLabelRules {
+    /// Whether a pod label with this key counts for identity.
+    pub fn counts(&self, key: &str) -> bool {
+        let filter = crate::identity::LabelFilter {
+            include: self.include.clone(),
+            exclude: self.exclude.clone(),
+        };
+        self.selected.iter().any(|k| k == key) || filter.counts(key)
+    }
 }
 
 /// A security identity and the labels it stands for.
@@ -134,5 +160,13 @@ impl Artifact {
         self.ipcache.sort();
         self.policy.sort();
         self.rules.sort();
+        for keys in [
+            &mut self.identity_labels.selected,
+            &mut self.identity_labels.include,
+            &mut self.identity_labels.exclude,
+        ] {
+            keys.sort();
+            keys.dedup();
+        }
     }
 }

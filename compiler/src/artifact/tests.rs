@@ -40,6 +40,11 @@ fn sample() -> Artifact {
             rule: "ingress[0]".into(),
             location: "web.yaml:10:7".into(),
         }],
+        identity_labels: IdentityLabelRules {
+            selected: vec!["app".into(), "pod-template-hash".into()],
+            include: vec!["example.com/*".into()],
+            exclude: vec!["version".into()],
+        },
     }
 }
 
@@ -66,6 +71,33 @@ fn list_order_does_not_change_the_bytes() {
     b.policy.reverse();
     b.endpoints[0].addresses.reverse();
     assert_eq!(a.encode(), b.encode());
+}
+
+#[test]
+fn identity_label_rules_count_selected_keys_then_the_filter() {
+    let rules = sample().identity_labels;
+    // Read by a selector: counts although the default filter drops it.
+    assert!(rules.counts("pod-template-hash"));
+    assert!(rules.counts("example.com/team"), "included by pattern");
+    assert!(!rules.counts("version"), "excluded");
+    assert!(rules.counts("tier"), "kept by the default filter");
+    assert!(!rules.counts("controller-revision-hash"), "dropped by the default filter");
+}
+
+#[test]
+fn rejects_an_unknown_identity_label_kind() {
+    let artifact = Artifact {
+        identity_labels: IdentityLabelRules { exclude: vec!["v".into()], ..Default::default() },
+        ..Artifact::default()
+    };
+    let mut bytes = artifact.encode();
+    // The last item: kind (1 byte), key length (4), key "v" (1), then the checksum.
+    let kind = bytes.len() - 32 - 1 - 4 - 1;
+    assert_eq!(bytes[kind], 2);
+    bytes[kind] = 9;
+    reseal(&mut bytes);
+    let err = Artifact::decode(&bytes).unwrap_err();
+    assert_eq!(err, ArtifactError::Malformed("identity label kind 9".into()));
 }
 
 #[test]
