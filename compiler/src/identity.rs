@@ -194,14 +194,19 @@ impl LabelFilter {
     /// Whether `key` counts: an exclusion wins over an inclusion, which wins over the
     /// default.
     pub fn counts(&self, key: &str) -> bool {
-        let hit = |patterns: &[String]| {
-            patterns.iter().any(|p| match p.strip_suffix('*') {
-                Some(prefix) => key.starts_with(prefix),
-                None => key == p,
-            })
-        };
-        if hit(&self.exclude) { false } else { hit(&self.include) || is_identity_label(key) }
+        filter_counts(&self.include, &self.exclude, key)
     }
+}
+
+/// [`LabelFilter::counts`] over borrowed pattern lists (the artifact keeps them apart).
+pub fn filter_counts(include: &[String], exclude: &[String], key: &str) -> bool {
+    let hit = |patterns: &[String]| {
+        patterns.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => key.starts_with(prefix),
+            None => key == p,
+        })
+    };
+    if hit(exclude) { false } else { hit(include) || is_identity_label(key) }
 }
 
 /// Allocates numbers to label sets.

@@ -52,11 +52,8 @@ pub struct IdentityLabelRules {
 impl IdentityLabelRules {
     /// Whether a pod label with this key counts for identity.
     pub fn counts(&self, key: &str) -> bool {
-        let filter = crate::identity::LabelFilter {
-            include: self.include.clone(),
-            exclude: self.exclude.clone(),
-        };
-        self.selected.iter().any(|k| k == key) || filter.counts(key)
+        self.selected.iter().any(|k| k == key)
+            || crate::identity::filter_counts(&self.include, &self.exclude, key)
     }
 }
 
